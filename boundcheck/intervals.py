@@ -1,0 +1,163 @@
+"""Interval evaluation of sympy expressions with outward rounding (mpmath's ``iv`` context).
+
+Every operation encloses its exact result, so the enclosure of an expression is sound even
+where the expression is not monotone in its arguments (no endpoint plugging). Symbols carry
+their sympy assumptions into the evaluation: a ``nonnegative`` symbol's interval is clipped
+at 0 before use, which is how a quantity that is ≥ 0 mathematically (s², a squared norm)
+survives a rounding-widened interval that dips below 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import mpmath
+import sympy
+from mpmath import iv
+
+PRECISION_BITS = 113
+
+
+class IntervalDomainError(ValueError):
+    """An interval left the domain of a function (e.g. sqrt of an interval below 0)."""
+
+
+def evaluate(expr: sympy.Expr, bounds: Mapping[sympy.Symbol, tuple[float, float]]) -> tuple[
+    float, float
+]:
+    """Enclose ``expr`` over the box ``bounds`` (symbol -> (lower, upper)); floats, rounded out."""
+    saved = iv.prec
+    iv.prec = PRECISION_BITS
+    try:
+        boxes = {s: _symbol_interval(s, lo, hi) for s, lo, hi in _items(bounds)}
+        result = _eval(sympy.sympify(expr), boxes)
+        return _round_down(result.a), _round_up(result.b)
+    finally:
+        iv.prec = saved
+
+
+def point_value(expr: sympy.Expr, values: Mapping[sympy.Symbol, float]) -> float:
+    """Evaluate at a point in high precision; nan where undefined (e.g. 0/0)."""
+    subs = {s: sympy.Float(v, 30) if math.isfinite(v) else sympy.sympify(v) for s, v in
+            values.items()}
+    try:
+        out = sympy.sympify(expr).xreplace(subs).evalf(30)
+    except (ZeroDivisionError, TypeError, ValueError):
+        return math.nan
+    if out in (sympy.zoo, sympy.nan) or out.is_real is False:
+        return math.nan
+    try:
+        return float(out)
+    except TypeError:
+        return math.nan
+
+
+def _items(bounds):
+    for s, (lo, hi) in bounds.items():
+        if math.isnan(lo) or math.isnan(hi) or lo > hi:
+            raise ValueError(f"invalid interval for {s}: [{lo}, {hi}]")
+        yield s, lo, hi
+
+
+def _symbol_interval(s: sympy.Symbol, lo: float, hi: float):
+    if s.is_nonnegative or s.is_positive:
+        lo = max(lo, 0.0)
+        hi = max(hi, 0.0)
+    return iv.mpf([lo, hi])
+
+
+def _round_down(x) -> float:
+    x = mpmath.mpf(x)
+    if mpmath.isinf(x):
+        return float(x)
+    f = float(x)
+    return math.nextafter(f, -math.inf) if mpmath.mpf(f) > x else f
+
+
+def _round_up(x) -> float:
+    x = mpmath.mpf(x)
+    if mpmath.isinf(x):
+        return float(x)
+    f = float(x)
+    return math.nextafter(f, math.inf) if mpmath.mpf(f) < x else f
+
+
+def _contains_nonpositive(x) -> bool:
+    return x.a <= 0
+
+
+def _eval(e: sympy.Basic, boxes):
+    if e.is_Symbol:
+        if e not in boxes:
+            raise KeyError(f"no interval given for symbol {e}")
+        return boxes[e]
+    if e.is_Integer or e.is_Rational:
+        return iv.mpf(e.p) / iv.mpf(e.q)
+    if e.is_Float:
+        return iv.mpf(str(e))
+    if e is sympy.pi:
+        return iv.pi
+    if e is sympy.E:
+        return iv.e
+    if e is sympy.oo:
+        return iv.mpf("inf")
+    if e.is_Add:
+        out = iv.mpf(0)
+        for a in e.args:
+            out = out + _eval(a, boxes)
+        return out
+    if e.is_Mul:
+        out = iv.mpf(1)
+        for a in e.args:
+            out = out * _eval(a, boxes)
+        return out
+    if e.is_Pow:
+        return _pow(_eval(e.base, boxes), e.exp, boxes)
+    if isinstance(e, sympy.log):
+        x = _eval(e.args[0], boxes)
+        if x.b < 0:
+            raise IntervalDomainError(f"log of an interval below 0: {x}")
+        if x.a <= 0:
+            return iv.mpf(["-inf", iv.log(iv.mpf(x.b)).b]) if x.b > 0 else iv.mpf(["-inf",
+                                                                                    "-inf"])
+        return iv.log(x)
+    if isinstance(e, sympy.exp):
+        return iv.exp(_eval(e.args[0], boxes))
+    if isinstance(e, sympy.Abs):
+        return abs(_eval(e.args[0], boxes))
+    if isinstance(e, (sympy.Max, sympy.Min)):
+        parts = [_eval(a, boxes) for a in e.args]
+        pick = max if isinstance(e, sympy.Max) else min
+        return iv.mpf([pick(p.a for p in parts), pick(p.b for p in parts)])
+    raise NotImplementedError(f"interval evaluation of {type(e).__name__} ({e}) is not supported")
+
+
+def _pow(base, exponent: sympy.Expr, boxes):
+    if exponent.is_Integer:
+        k = int(exponent)
+        if k >= 0:
+            return base**k
+        if _contains_nonpositive(base) and base.b >= 0:
+            raise IntervalDomainError(f"negative power of an interval containing 0: {base}")
+        return iv.mpf(1) / base ** (-k)
+    if exponent.is_Rational:
+        if base.b < 0:
+            raise IntervalDomainError(f"fractional power of a negative interval: {base}")
+        if base.a < 0:
+            base = iv.mpf([0, base.b])
+        num, den = int(exponent.p), int(exponent.q)
+        if den == 2:
+            root = iv.sqrt(base)
+        else:
+            root = iv.exp(iv.log(base) / den) if base.a > 0 else iv.mpf(
+                [0, iv.exp(iv.log(iv.mpf(base.b)) / den).b])
+        if num >= 0:
+            return root**num
+        if root.a <= 0:
+            raise IntervalDomainError(f"negative power of an interval containing 0: {base}")
+        return iv.mpf(1) / root ** (-num)
+    ex = _eval(exponent, boxes)
+    if base.a <= 0:
+        raise IntervalDomainError(f"real power of an interval not > 0: {base}")
+    return iv.exp(ex * iv.log(base))
