@@ -32,7 +32,8 @@ def evaluate(expr: sympy.Expr, bounds: Mapping[sympy.Symbol, tuple[float, float]
     try:
         boxes = {s: _symbol_interval(s, lo, hi) for s, lo, hi in _items(bounds)}
         result = _eval(sympy.sympify(expr), boxes)
-        return _round_down(result.a), _round_up(result.b)
+        lo_raw, hi_raw = result._mpi_
+        return _round_down(mpmath.mp.make_mpf(lo_raw)), _round_up(mpmath.mp.make_mpf(hi_raw))
     finally:
         iv.prec = saved
 
@@ -67,16 +68,16 @@ def _symbol_interval(s: sympy.Symbol, lo: float, hi: float):
     return iv.mpf([lo, hi])
 
 
-def _round_down(x) -> float:
-    x = mpmath.mpf(x)
+def _round_down(x: mpmath.mpf) -> float:
+    """The largest float ≤ x (x an exact mpf; comparisons between mpfs are exact)."""
     if mpmath.isinf(x):
         return float(x)
     f = float(x)
     return math.nextafter(f, -math.inf) if mpmath.mpf(f) > x else f
 
 
-def _round_up(x) -> float:
-    x = mpmath.mpf(x)
+def _round_up(x: mpmath.mpf) -> float:
+    """The smallest float ≥ x."""
     if mpmath.isinf(x):
         return float(x)
     f = float(x)

@@ -29,7 +29,10 @@ def stable_cross_entropy(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     others = torch.arange(z.shape[-1], device=z.device) != r
     s = torch.where(others, torch.exp(z - z_r), torch.zeros((), dtype=z.dtype,
                                                              device=z.device)).sum(-1)
-    return (z_r - z_y).squeeze(-1) + torch.log1p(s)
+    # (z_r − z_y) is structurally 0 when r = y: its ±1 gradients would otherwise be
+    # accumulated with the tiny −S/(1+S) and swallow it.
+    margin = torch.where(r == y.long().unsqueeze(-1), torch.zeros_like(z_r), z_r - z_y)
+    return margin.squeeze(-1) + torch.log1p(s)
 
 
 def half_squared_error(z: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:

@@ -34,15 +34,15 @@ SOURCE = ("H. Wolkowicz and G. P. H. Styan, Bounds for eigenvalues using traces,
 
 N = sympy.Symbol("N", positive=True, integer=True)
 m = sympy.Symbol("m", real=True)
-s2 = sympy.Symbol("s^2", nonnegative=True)
+s = sympy.Symbol("s", nonnegative=True)
 lam_max = sympy.Symbol(r"\lambda_{\max}", real=True)
 lam_min = sympy.Symbol(r"\lambda_{\min}", real=True)
-s = sympy.sqrt(s2)
+s2 = s**2
 
 SYMBOLS = {
     N: "hessian.dim",
     m: "hessian.eigenvalue_mean",
-    s2: "hessian.eigenvalue_variance",
+    s: "hessian.eigenvalue_std",
     lam_max: "hessian.lambda_max",
     lam_min: "hessian.lambda_min",
 }
@@ -69,15 +69,15 @@ def _theorem(tid: str, title: str, lhs, rhs, syms) -> Theorem:
 
 
 LAMBDA_MAX_UPPER = _theorem("hessian.ws_lambda_max", "Wolkowicz–Styan upper bound on λ_max",
-                            lam_max, m + s * sympy.sqrt(N - 1), {lam_max, m, s2, N})
+                            lam_max, m + s * sympy.sqrt(N - 1), {lam_max, m, s, N})
 LAMBDA_MAX_LOWER = _theorem("hessian.ws_lambda_max_lower",
                             "Wolkowicz–Styan lower bound on λ_max",
-                            m + s / sympy.sqrt(N - 1), lam_max, {lam_max, m, s2, N})
+                            m + s / sympy.sqrt(N - 1), lam_max, {lam_max, m, s, N})
 LAMBDA_MIN_UPPER = _theorem("hessian.ws_lambda_min_upper",
                             "Wolkowicz–Styan upper bound on λ_min",
-                            lam_min, m - s / sympy.sqrt(N - 1), {lam_min, m, s2, N})
+                            lam_min, m - s / sympy.sqrt(N - 1), {lam_min, m, s, N})
 LAMBDA_MIN_LOWER = _theorem("hessian.ws_lambda_min", "Wolkowicz–Styan lower bound on λ_min",
-                            m - s * sympy.sqrt(N - 1), lam_min, {lam_min, m, s2, N})
+                            m - s * sympy.sqrt(N - 1), lam_min, {lam_min, m, s, N})
 
 THEOREMS = (LAMBDA_MAX_UPPER, LAMBDA_MAX_LOWER, LAMBDA_MIN_UPPER, LAMBDA_MIN_LOWER)
 

@@ -85,7 +85,7 @@ class Context:
 
 
 def _register_builtins() -> None:
-    from . import hessian  # noqa: F401
+    from . import hessian, spectral  # noqa: F401
 
 
 _register_builtins()

@@ -1,0 +1,113 @@
+"""Bad input gets a clear error, and the user's model is never changed."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import boundcheck as bc
+from boundcheck.models import mlp
+
+
+def data(n=8, d=3, k=3):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, d, generator=g), torch.randint(0, k, (n,), generator=g)
+
+
+def test_nan_weights():
+    net = mlp([3, 4, 3], seed=0)
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("nan")
+    with pytest.raises(bc.InvalidSubjectError, match="NaN/inf"):
+        bc.Subject(net, data())
+
+
+def test_empty_data():
+    x, y = data()
+    with pytest.raises(bc.InvalidSubjectError, match="empty"):
+        bc.Subject(mlp([3, 4, 3], seed=0), (x[:0], y[:0]))
+
+
+def test_mismatched_lengths():
+    x, y = data()
+    with pytest.raises(bc.InvalidSubjectError, match="8 samples but Y has 5"):
+        bc.Subject(mlp([3, 4, 3], seed=0), (x, y[:5]))
+
+
+def test_wrong_input_width():
+    x, y = data(d=5)
+    with pytest.raises(bc.InvalidSubjectError, match="cannot be applied"):
+        bc.Subject(mlp([3, 4, 3], seed=0), (x, y))
+
+
+def test_labels_out_of_range_and_mse_shape():
+    x, y = data(k=7)
+    with pytest.raises(bc.InvalidSubjectError, match="class labels"):
+        bc.Subject(mlp([3, 4, 3], seed=0), (x, y))
+    with pytest.raises(bc.InvalidSubjectError, match="MSE targets"):
+        bc.Subject(mlp([3, 4, 3], seed=0), (x, torch.randn(8, 2)), "mse")
+
+
+def test_nan_inputs():
+    x, y = data()
+    x[2, 1] = float("inf")
+    with pytest.raises(bc.InvalidSubjectError, match="NaN or inf"):
+        bc.Subject(mlp([3, 4, 3], seed=0), (x, y))
+
+
+def test_unknown_theorem_id_suggests():
+    x, y = data()
+    s = bc.Subject(mlp([3, 4, 3], seed=0), (x, y))
+    with pytest.raises(bc.UnknownTheoremError, match="did you mean hessian.ws_lambda_max"):
+        bc.verify(s, ["hessian.ws_lambda_mx"])
+
+
+def test_unknown_loss_and_quantity():
+    x, y = data()
+    with pytest.raises(ValueError, match="unknown loss"):
+        bc.Subject(mlp([3, 4, 3], seed=0), (x, y), "hinge")
+    s = bc.Subject(mlp([3, 4, 3], seed=0), (x, y))
+    with pytest.raises(KeyError, match="unknown quantities"):
+        bc.measure(s, ["hessian.nope"])
+
+
+def test_train_mode_dropout_is_refused_then_explicit_eval_leaves_model_alone():
+    x, y = data()
+    net = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Tanh(), nn.Linear(4, 3))
+    net.train()
+    with pytest.raises(bc.ModelModeError, match="eval_mode=True"):
+        bc.Subject(net, (x, y))
+    s = bc.Subject(net, (x, y), eval_mode=True)
+    assert net.training, "the user's model must stay in train mode"
+    assert any("eval-mode copy" in n for n in s.describe()["notes"])
+    assert net[0].weight.dtype == torch.float32
+
+
+def test_batchnorm_in_train_mode_is_refused():
+    x, y = data()
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    with pytest.raises(bc.ModelModeError, match="BatchNorm1d"):
+        bc.Subject(net, (x, y))
+
+
+def test_bad_matrices():
+    with pytest.raises(bc.InvalidSubjectError, match="square"):
+        bc.MatrixSubject(np.ones((2, 3)))
+    with pytest.raises(bc.InvalidSubjectError, match="symmetric"):
+        bc.MatrixSubject(np.array([[1.0, 2.0], [0.0, 1.0]]))
+    with pytest.raises(bc.InvalidSubjectError, match="NaN"):
+        bc.MatrixSubject(np.array([[np.nan]]))
+
+
+def test_not_a_module():
+    with pytest.raises(bc.InvalidSubjectError, match="nn.Module"):
+        bc.Subject(lambda x: x, data())
+
+
+def test_register_rejects_duplicates():
+    t = bc.get("hessian.ws_lambda_max")
+    import dataclasses
+
+    clash = dataclasses.replace(t, title="different")
+    with pytest.raises(ValueError, match="already registered"):
+        bc.register(clash)
