@@ -31,14 +31,51 @@ class Quantity:
     latex: str = ""
 
 
-QUANTITIES: dict[str, Quantity] = {}
+LAYER_INDEX = "<l>"
+
+
+class _Registry(dict):
+    """``name -> Quantity``. A name with a ``<l>`` part (``layer.<l>.mls``) is an indexed
+    family: it stands for ``layer.1.mls``, ``layer.2.mls``, ...; its measuring function takes
+    the index as a second argument, and looking up a concrete name binds it."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._resolve(name) is not None
+
+    def __missing__(self, name: str) -> Quantity:
+        found = self._resolve(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def _resolve(self, name: str) -> Quantity | None:
+        if dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        parts = name.split(".")
+        digits = [i for i, p in enumerate(parts) if p.isdigit() and int(p) >= 1]
+        if len(digits) != 1:
+            return None
+        index = int(parts[digits[0]])
+        parts[digits[0]] = LAYER_INDEX
+        family = dict.get(self, ".".join(parts))
+        if family is None:
+            return None
+        return Quantity(name, family.description.replace(LAYER_INDEX, str(index)),
+                        lambda ctx: family.measure(ctx, index),
+                        family.latex.replace(LAYER_INDEX, str(index)))
+
+
+QUANTITIES: dict[str, Quantity] = _Registry()
 
 
 def quantity(name: str, description: str, latex: str = ""):
-    """Decorator registering a measuring function under ``name``."""
+    """Decorator registering a measuring function under ``name``.
+
+    A name with a ``<l>`` part registers an indexed family whose function is ``fn(ctx, l)``.
+    """
 
     def wrap(fn: Callable[[Context], Estimate]) -> Callable[[Context], Estimate]:
-        if name in QUANTITIES:
+        if dict.__contains__(QUANTITIES, name):
             raise ValueError(f"quantity {name!r} registered twice")
         QUANTITIES[name] = Quantity(name, description, fn, latex)
         return fn
@@ -51,6 +88,8 @@ class Budget:
     """How much work measurement may do before it reports an interval instead."""
 
     max_dense_params: int = 6000
+    jacobian_chunk_bytes: int = 2**28  # memory for one chunk of per-sample Jacobians
+    power_iterations: int = 2000  # cap for the power iteration on convolution operators
 
 
 @dataclass
@@ -85,7 +124,7 @@ class Context:
 
 
 def _register_builtins() -> None:
-    from . import hessian, spectral  # noqa: F401
+    from . import hessian  # noqa: F401
 
 
 _register_builtins()

@@ -6,6 +6,9 @@ the rounding noise autograd actually made; the second term is a floor from stand
 summation bounds). Eigenvalues move by at most ``‖E‖_2 ≤ ‖E‖_F`` (Weyl), plus LAPACK's
 backward error; traces by ``√P‖E‖_F``. The spectral variance s² is computed as
 ``‖H − mI‖_F²/P``, never as ``tr(H²)/P − m²`` (which cancels catastrophically).
+All of this is done on ``H / 2^e`` (an exact power-of-two rescaling to max |entry| ≈ 1), so
+squares neither underflow nor overflow; results are scaled back at the end, and the spread s
+is computed directly (never as the square root of an underflowed s²).
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ from . import Context, NotAffordableError, quantity
 U = UNIT_ROUNDOFF["float64"]
 
 
+ETA = 2.0**-1074  # smallest subnormal: absolute rounding floor of every operation
+
+
 @dataclass(frozen=True)
 class DenseSpectrum:
-    matrix: torch.Tensor  # symmetrised H
-    eigenvalues: torch.Tensor  # ascending
-    perturbation: float  # bound on ‖E‖_F
-    frobenius: float
+    """The symmetrised Hessian divided by ``scale`` (a power of two), and its spectrum."""
+
+    matrix: torch.Tensor  # symmetrised H / scale
+    eigenvalues: torch.Tensor  # ascending, of matrix
+    perturbation: float  # bound on ‖E‖_F, in scaled units
+    frobenius: float  # of matrix
+    scale: float = 1.0
 
     @property
     def dim(self) -> int:
@@ -48,12 +57,16 @@ def dense_spectrum(ctx: Context) -> DenseSpectrum:
         h = dense_hessian(ctx.subject).to(torch.float64)
         if not torch.isfinite(h).all():
             raise FloatingPointError("the Hessian has NaN/inf entries (overflow in the model?)")
+        biggest = float(h.abs().max())
+        scale = 2.0 ** math.frexp(biggest)[1] if biggest > 0 else 1.0
+        h = h / scale
         asym = float(torch.linalg.matrix_norm(h - h.T))
         sym = 0.5 * (h + h.T)
         fro = float(torch.linalg.matrix_norm(sym))
-        pert = 2.0 * asym + 8.0 * U * p * fro
+        # the rescaled entries may carry underflow error from the unscaled computation
+        pert = 2.0 * asym + 8.0 * U * p * fro + p * ETA / scale
         evals = torch.linalg.eigvalsh(sym)
-        return DenseSpectrum(sym, evals, pert, fro)
+        return DenseSpectrum(sym, evals, pert, fro, scale)
 
     return ctx.artifact("hessian.dense_spectrum", build)
 
@@ -69,7 +82,7 @@ def _trace(ctx: Context) -> Estimate:
     diag = torch.diagonal(d.matrix)
     value = float(diag.sum())
     err = math.sqrt(d.dim) * d.perturbation + d.dim * U * float(diag.abs().sum())
-    return Estimate.exact(value, err, "dense Hessian diagonal")
+    return _scaled(value, err, d.scale, "dense Hessian diagonal")
 
 
 @quantity("hessian.fro2", "tr H² = ‖H‖_F²", r"\operatorname{tr} H^2")
@@ -78,7 +91,7 @@ def _fro2(ctx: Context) -> Estimate:
     value = d.frobenius**2
     e = d.perturbation
     err = 2 * d.frobenius * e + e * e + d.dim**2 * U * value
-    return Estimate.exact(value, err, "dense Hessian Frobenius norm")
+    return _scaled(value, err, d.scale**2, "dense Hessian Frobenius norm")
 
 
 @quantity("hessian.eigenvalue_mean", "m = tr H / P", "m")
@@ -89,25 +102,60 @@ def _mean(ctx: Context) -> Estimate:
                     t.confidence)
 
 
-@quantity("hessian.eigenvalue_variance", "s² = ‖H − mI‖_F² / P", "s^2")
-def _variance(ctx: Context) -> Estimate:
-    d = dense_spectrum(ctx)
+def _centred_norm(d: DenseSpectrum) -> tuple[float, float]:
+    """‖H − mI‖_F / √P and a bound on its error, in scaled units."""
     p = d.dim
     m = float(torch.diagonal(d.matrix).sum()) / p
     centred = d.matrix - m * torch.eye(p, dtype=d.matrix.dtype, device=d.matrix.device)
-    c2 = float(torch.linalg.matrix_norm(centred)) ** 2
-    e = d.perturbation
-    err = (2 * math.sqrt(c2) * e + e * e + p * p * U * c2) / p
-    return Estimate.exact(c2 / p, err, "‖H − mI‖_F² / P from the dense Hessian").clamp_below(0.0)
+    c = float(torch.linalg.matrix_norm(centred))
+    # ‖E − (tr E/P) I‖_F ≤ ‖E‖_F; an error δ in m adds P·δ² to ‖·‖² (tr of centred H is 0)
+    err = d.perturbation + p * U * c + math.sqrt(p) * p * U * abs(m) + ETA
+    return c / math.sqrt(p), err / math.sqrt(p)
+
+
+@quantity("hessian.eigenvalue_variance", "s² = ‖H − mI‖_F² / P", "s^2")
+def _variance(ctx: Context) -> Estimate:
+    d = dense_spectrum(ctx)
+    s, err = _centred_norm(d)
+    lo, hi = max(s - err, 0.0), s + err
+    value = s * s * d.scale**2
+    est = Estimate(value, min(lo * lo * d.scale**2, value), max(hi * hi * d.scale**2, value),
+                   "exact", "‖H − mI‖_F² / P from the dense Hessian")
+    return est
+
+
+@quantity("hessian.eigenvalue_std", "s = √(‖H − mI‖_F² / P), the eigenvalues' spread", "s")
+def _std(ctx: Context) -> Estimate:
+    if ctx.subject.num_params > ctx.budget.max_dense_params:
+        return std_from_variance(ctx.get("hessian.eigenvalue_variance"))
+    d = dense_spectrum(ctx)
+    s, err = _centred_norm(d)
+    return _scaled(s, err, d.scale, "‖H − mI‖_F / √P from the dense Hessian").clamp_below(0.0)
+
+
+def std_from_variance(v: Estimate) -> Estimate:
+    """s from an interval for s² (e.g. from trace estimates), rounding outward."""
+    v = v.clamp_below(0.0)
+    lo = math.nextafter(math.sqrt(v.lower), 0.0) if v.lower > 0 else 0.0
+    hi = math.nextafter(math.sqrt(v.upper), math.inf)
+    value = min(max(math.sqrt(v.value), lo), hi)
+    return Estimate(value, lo, hi, v.kind, "√ of " + v.method, v.confidence)
+
+
+def _scaled(value: float, err: float, scale: float, method: str) -> Estimate:
+    """An exact estimate computed in scaled units, mapped back (outward for underflow)."""
+    v = value * scale
+    e = err * scale + ETA
+    return Estimate.exact(v, e, method)
 
 
 @quantity("hessian.lambda_max", "largest eigenvalue of H", r"\lambda_{\max}")
 def _lambda_max(ctx: Context) -> Estimate:
     d = dense_spectrum(ctx)
-    return Estimate.exact(float(d.eigenvalues[-1]), d.eig_error, "eigvalsh of the dense Hessian")
+    return _scaled(float(d.eigenvalues[-1]), d.eig_error, d.scale, "eigvalsh of the dense Hessian")
 
 
 @quantity("hessian.lambda_min", "smallest eigenvalue of H", r"\lambda_{\min}")
 def _lambda_min(ctx: Context) -> Estimate:
     d = dense_spectrum(ctx)
-    return Estimate.exact(float(d.eigenvalues[0]), d.eig_error, "eigvalsh of the dense Hessian")
+    return _scaled(float(d.eigenvalues[0]), d.eig_error, d.scale, "eigvalsh of the dense Hessian")
