@@ -39,6 +39,11 @@ def verify_one(theorem: Theorem, ctx: Context) -> TheoremResult:
         except NotAffordableError as err:
             return TheoremResult(theorem.id, Verdict.INCONCLUSIVE, f"{name}: {err}",
                                  quantities=values)
+        except (RuntimeError, ValueError, FloatingPointError, NotImplementedError) as err:
+            # an unexpected failure is reported, never turned into a verdict on the bound
+            return TheoremResult(theorem.id, Verdict.INCONCLUSIVE,
+                                 f"measuring {name} failed: {type(err).__name__}: {err}",
+                                 quantities=values)
     for assumption in theorem.assumptions:
         reason = assumption.check(values, ctx.subject)
         if reason:
