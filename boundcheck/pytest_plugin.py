@@ -1,6 +1,14 @@
-"""pytest plugin: ``assert_bound_holds`` for users' own test suites.
+"""pytest plugin: assert that bounds hold, in a user's own test suite.
 
-Loaded through the ``pytest11`` entry point; importing it is cheap (boundcheck loads lazily).
+pytest loads this module through the ``pytest11`` entry point in every session of an
+environment where boundcheck is installed, so it must import cheaply and never fail: it
+defines fixtures only, and boundcheck's engine (torch, sympy) is imported when a fixture is
+first used.
+
+    def test_my_net(assert_bound_holds):
+        assert_bound_holds(bc.Subject(net, (x, y), "mse"), "hessian.ws_lambda_max")
+
+or without the fixture: ``from boundcheck import assert_bound_holds``.
 """
 
 from __future__ import annotations
@@ -8,19 +16,19 @@ from __future__ import annotations
 import pytest
 
 
-def assert_bound_holds(subject, theorem_id: str, **verify_kwargs) -> None:
-    """Fail with the verdict, intervals and reason unless ``theorem_id`` HOLDS on ``subject``."""
-    import boundcheck as bc
+@pytest.fixture(name="assert_bound_holds")
+def assert_bound_holds_fixture():
+    """:func:`boundcheck.check.assert_bound_holds`: ``(subject, theorem_id, **verify_kwargs)``
+    raises AssertionError with the verdict, intervals and reason unless the bound HOLDS."""
+    from boundcheck.check import assert_bound_holds
 
-    result = bc.verify(subject, [theorem_id], **verify_kwargs)[theorem_id]
-    if result.verdict != bc.Verdict.HOLDS:
-        raise AssertionError(
-            f"{theorem_id}: {result.verdict}"
-            + (f" — lhs {result.lhs}, rhs {result.rhs}" if result.lhs else "")
-            + (f" ({result.reason})" if result.reason else ""))
-
-
-@pytest.fixture
-def bound_holds():
-    """The :func:`assert_bound_holds` function, as a fixture."""
     return assert_bound_holds
+
+
+@pytest.fixture(name="assert_bounds_hold")
+def assert_bounds_hold_fixture():
+    """:func:`boundcheck.check.assert_bounds_hold`: every selected theorem holds (or does not
+    apply)."""
+    from boundcheck.check import assert_bounds_hold
+
+    return assert_bounds_hold

@@ -1,6 +1,11 @@
-"""Reports: LaTeX (standalone and an ``\\input``-able fragment), PDF when TeX is present."""
+"""Reports from results: LaTeX (standalone and an ``\\input``-able fragment), Markdown,
+figures (PDF and PNG), and a PDF when a TeX toolchain is present."""
 
-from .latex import render_latex, write_report
+from .build import Report, write_report
+from .latex import render_latex
+from .markdown import render_markdown
+from .model import load_runs
 from .pdf import build_pdf, latexmk_available
 
-__all__ = ["build_pdf", "latexmk_available", "render_latex", "write_report"]
+__all__ = ["Report", "build_pdf", "latexmk_available", "load_runs", "render_latex",
+           "render_markdown", "write_report"]
