@@ -1,0 +1,95 @@
+"""T2 quantities: closed-form tr H and ‖H‖_F² (Tier A), the Wolkowicz–Styan bound built
+from them, and the norm-level Tier B bounds — for f(x) = Vσ(Wx+b)+c with cross-entropy.
+
+Each raises :class:`NotApplicableError` (verdict NOT_APPLICABLE, with the reason) on any
+other architecture or loss. The bounds are Estimates whose interval comes from interval
+evaluation over their inputs' intervals (see :mod:`boundcheck.closed_form`).
+"""
+
+from __future__ import annotations
+
+from .. import closed_form as cf
+from .. import intervals
+from ..estimate import Estimate
+from . import Context, NotAffordableError, NotApplicableError, quantity
+
+
+def _traces(ctx: Context) -> cf.ClosedFormTraces:
+    def build() -> cf.ClosedFormTraces:
+        try:
+            net = cf.two_layer_net(ctx.subject)
+        except cf.ArchitectureMismatch as err:
+            raise NotApplicableError(str(err)) from err
+        k, h = net.V.shape
+        flops = cf.pair_flops(ctx.subject.n, net.W.shape[1], h, k)
+        if flops > ctx.budget.max_closed_form_flops:
+            raise NotAffordableError(
+                f"the closed form's n² Gram work (~{flops:.1e} multiply-adds for n = "
+                f"{ctx.subject.n}) exceeds max_closed_form_flops = "
+                f"{ctx.budget.max_closed_form_flops:.1e}; Lanczos/Hutchinson estimates are "
+                "O(n) per product and cheaper here")
+        try:
+            return cf.subject_traces(ctx.subject)
+        except cf.ArchitectureMismatch as err:
+            raise NotApplicableError(str(err)) from err
+
+    return ctx.artifact("closed_form.traces", build)
+
+
+@quantity("closed_form.trace", "tr H from T2's closed form (no Hessian)",
+          r"\operatorname{tr} H_{\mathrm{cf}}")
+def _trace(ctx: Context) -> Estimate:
+    t = _traces(ctx)
+    return Estimate.exact(t.trace, t.trace_error, "closed form (T2 Tier A), per-sample factors",
+                          seconds=t.seconds)
+
+
+@quantity("closed_form.fro2", "‖H‖_F² from T2's closed form (n×n Gram matrices)",
+          r"\|H\|_{F,\mathrm{cf}}^2")
+def _fro2(ctx: Context) -> Estimate:
+    t = _traces(ctx)
+    est = Estimate.exact(t.fro2, t.fro2_error, f"closed form (T2 Tier A), {t.route}-route Gram",
+                         seconds=t.seconds)
+    return est.clamp_below(0.0)
+
+
+@quantity("closed_form.ws_lambda_max", "Wolkowicz–Styan λ_max bound from the closed-form "
+          "traces (T2 Tier A)", r"B_{\mathrm{T2A}}")
+def _ws(ctx: Context) -> Estimate:
+    from derivations import closed_form_ce as cfd
+
+    t, f = ctx.get("closed_form.trace"), ctx.get("closed_form.fro2")
+    p = _traces(ctx).num_params
+    if p < 2:
+        raise NotApplicableError("P = 1: Wolkowicz–Styan needs at least two eigenvalues")
+    expr = cfd.WS_RHS.subs(cfd.P, p)
+    lo, hi = intervals.evaluate(expr, {cfd.trace_h: (t.lower, t.upper),
+                                       cfd.fro2_h: (f.lower, f.upper)})
+    value = cf.ws_upper(t.value, f.value, p)
+    return Estimate(min(max(value, lo), hi), lo, hi, "exact",
+                    "m + s√(P−1) over the closed-form traces (interval evaluation)")
+
+
+def _tier_b(ctx: Context, saturation: bool) -> Estimate:
+    try:
+        ing = cf.tier_b_ingredients(ctx.subject, saturation)
+    except cf.ArchitectureMismatch as err:
+        raise NotApplicableError(str(err)) from err
+    value, lo, hi = cf.tier_b_bound(ing)
+    details = {name: v[0] for name, v in ing.values.items()}
+    what = "norms and ε = max_i(1 − p_{i,y_i})" if saturation else "norms only"
+    return Estimate(value, lo, hi, "exact", f"T2 Tier B ({what}), interval evaluation",
+                    details=details)
+
+
+@quantity("closed_form.tier_b_lambda_max", "T2 Tier B: λ_max bound from n, max‖x‖, ρ and "
+          "weight norms", r"B_{\mathrm{T2B}}")
+def _tier_b_norms(ctx: Context) -> Estimate:
+    return _tier_b(ctx, saturation=False)
+
+
+@quantity("closed_form.tier_b_sat_lambda_max", "T2 Tier B with the confidence gap "
+          "ε = max_i(1 − p_{i,y_i})", r"B_{\mathrm{T2B},\varepsilon}")
+def _tier_b_sat(ctx: Context) -> Estimate:
+    return _tier_b(ctx, saturation=True)
+
