@@ -1,4 +1,4 @@
-"""The ``boundcheck`` command: run, theorems, report."""
+"""The ``boundcheck`` command: run, theorems, report, check."""
 
 from __future__ import annotations
 
@@ -19,11 +19,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg.theorems = args.theorems
     if args.seed is not None:
         cfg.seed = args.seed
-    results, out = run(cfg, args.output, progress=not args.quiet, pdf=not args.no_pdf)
+    if args.device:
+        cfg.device = args.device
+    try:
+        if cfg.sweep or args.resume or args.scheduler or args.local_cluster or args.workers:
+            return _run_sweep(cfg, args)
+        results, out = run(cfg, args.output, progress=not args.quiet, pdf=not args.no_pdf)
+    except ImportError as err:  # an optional reader (torchvision, dask) is missing or broken
+        print(f"boundcheck: error: {err}", file=sys.stderr)
+        return 2
     print()
     print(results.table())
     print(f"\nresults: {out / 'results.json'}")
     return 0
+
+
+def _run_sweep(cfg, args: argparse.Namespace) -> int:
+    """A config with a [sweep] (or any sweep option): jobs into a resumable store."""
+    from .sweep import run_sweep
+
+    summary = run_sweep(cfg, args.output, resume=args.resume, workers=args.workers,
+                        scheduler=args.scheduler, local_cluster=args.local_cluster)
+    print(f"\n{len(summary.ran)} job(s) run, {len(summary.skipped)} already done, "
+          f"{summary.seconds:.1f} s\nrecords: {summary.store}  (pandas: "
+          f"boundcheck.store.load_dataframe({str(summary.store)!r}))")
+    for job_id, reason in summary.errors.items():
+        print(f"  job {job_id} failed: {reason}", file=sys.stderr)
+    failed = [r for r in summary.errors.values() if not r.startswith("FloatingPointError")]
+    return 1 if failed else 0
 
 
 def _cmd_theorems(args: argparse.Namespace) -> int:
@@ -39,12 +62,24 @@ def _cmd_theorems(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
-    from .results import Results
+    from .report import load_runs, write_report
 
-    runs = [Results.load(p) for p in args.results]
-    write_report(runs, args.output, pdf=args.pdf)
+    pairs = [tuple(p.split(":", 1)) for p in args.correlate] if args.correlate else None
+    if pairs and any(len(p) != 2 for p in pairs):
+        raise ValueError("--correlate takes X:Y (two quantity names)")
+    write_report(load_runs(args.results), args.output, pdf=args.pdf,
+                 markdown=not args.no_markdown, figures=not args.no_figures, pairs=pairs)
     return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .check import import_user_modules, run_check
+
+    import_user_modules(args.imports)
+    return run_check(args.baseline, config=args.config, results=args.results,
+                     tolerance=args.tolerance, update_baseline=args.update_baseline,
+                     junit=args.junit, markdown=args.markdown, output=args.output,
+                     progress=not args.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,17 +95,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--no-pdf", action="store_true", help="skip building report.pdf")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", help="cpu (default) or cuda[:N]: where training and "
+                   "measurement run")
+    p.add_argument("--resume", action="store_true",
+                   help="sweeps: continue the store in the output folder, skipping finished jobs")
+    p.add_argument("--workers", type=int,
+                   help="sweeps: local worker processes (default: one per core; 1: in-process)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="sweeps: run on a Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--local-cluster", type=int, metavar="N",
+                   help="sweeps: start a Dask LocalCluster of N worker processes")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("theorems", help="list the registered theorems")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_theorems)
 
-    p = sub.add_parser("report", help="LaTeX report from results JSON files")
-    p.add_argument("results", nargs="+", type=Path)
-    p.add_argument("-o", "--output", type=Path, required=True, help="the .tex file to write")
+    p = sub.add_parser("report", help="LaTeX + Markdown report from results files")
+    p.add_argument("results", nargs="+", type=Path,
+                   help="results.json files, sweep stores (records.jsonl) or folders of them")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="the .tex to write; NAME-fragment.tex, NAME.md and NAME-figures/ "
+                   "go beside it")
     p.add_argument("--pdf", action="store_true", help="also build the PDF (needs latexmk)")
+    p.add_argument("--no-markdown", action="store_true", help="skip NAME.md")
+    p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.add_argument("--correlate", action="append", metavar="X:Y",
+                   help="quantities to scatter and correlate across runs (repeatable; default: "
+                   "sharpness vs compression measures)")
     p.set_defaults(func=_cmd_report)
+
+    from .check import DEFAULT_TOLERANCE
+
+    p = sub.add_parser("check", help="CI regression: re-run and compare with a baseline")
+    p.add_argument("config", nargs="?", type=Path,
+                   help="TOML config to re-run (default: the config recorded in the baseline)")
+    p.add_argument("--baseline", type=Path, required=True, help="baseline results JSON")
+    p.add_argument("--results", type=Path,
+                   help="compare these results instead of re-running a config")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help="relative slack movement allowed (default %(default)s): ratio slacks "
+                   "within ×(1±tol), difference slacks within tol·max(|lhs|,|rhs|)")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="accept the new results: write them to the baseline (atomically)")
+    p.add_argument("--junit", type=Path, help="write JUnit XML (one testcase per theorem)")
+    p.add_argument("--markdown", type=Path, help="write the diff as Markdown")
+    p.add_argument("-o", "--output", type=Path,
+                   help="keep the re-run's outputs here (default: a temporary folder)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a module or .py file that registers theorems (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_check)
     return parser
 
 

@@ -1,41 +1,20 @@
-"""Small architectures built from a config: plain ``nn.Module``s (any user module works too)."""
+"""Small architectures built from a config (kept for ``from boundcheck.models import mlp``).
 
-from __future__ import annotations
+The architectures live in :mod:`boundcheck.zoo`; this module re-exports them.
+"""
 
-from collections.abc import Sequence
+from .zoo import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    SMOOTH,
+    build_model,
+    lenet,
+    mlp,
+    resnet,
+    sequence_transformer,
+    vgg,
+    vit,
+)
 
-import torch
-from torch import nn
-
-ACTIVATIONS = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "sigmoid": nn.Sigmoid,
-    "softplus": nn.Softplus,
-    "identity": nn.Identity,
-}
-
-SMOOTH = frozenset({"tanh", "gelu", "sigmoid", "softplus", "identity"})
-
-
-def mlp(sizes: Sequence[int], activation: str = "tanh", bias: bool = True,
-        seed: int | None = None) -> nn.Sequential:
-    """``sizes = [D, h_1, ..., K]``: affine layers with ``activation`` between them."""
-    if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
-        raise ValueError(f"an MLP needs at least [in, out] sizes ≥ 1, got {list(sizes)}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
-    gen_state = torch.random.get_rng_state()
-    if seed is not None:
-        torch.manual_seed(seed)
-    try:
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            layers.append(nn.Linear(int(a), int(b), bias=bias))
-            if i < len(sizes) - 2:
-                layers.append(ACTIVATIONS[activation]())
-    finally:
-        if seed is not None:
-            torch.random.set_rng_state(gen_state)
-    return nn.Sequential(*layers)
+__all__ = ["ACTIVATIONS", "ARCHITECTURES", "SMOOTH", "build_model", "lenet", "mlp", "resnet",
+           "sequence_transformer", "vgg", "vit"]

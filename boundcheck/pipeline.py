@@ -1,15 +1,19 @@
-"""One run end to end: build the subject from a config, train it, verify, write the outputs."""
+"""One run end to end: build the subject from a config, train it, verify it at each checkpoint,
+write the outputs (``results.json`` for the end of training, ``checkpoints/step-N.json`` for
+each checkpoint when there are several, and ``report.tex``)."""
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from . import data as datasets
-from . import models
+from . import zoo
 from .api import verify
 from .config import RunConfig
 from .results import Results
@@ -17,59 +21,103 @@ from .subject import Subject
 from .training import train
 
 
-def build_model(cfg: RunConfig, input_dim: int, output_dim: int) -> torch.nn.Module:
+def prepare(cfg: RunConfig) -> tuple[torch.nn.Module, datasets.DataSet, torch.Tensor]:
+    """The untrained model, the data laid out for it, and the training targets."""
+    check_device(cfg.device)
     s = cfg.subject
-    if s.model != "mlp":
-        raise ValueError(f"unknown model {s.model!r} (available: mlp)")
-    return models.mlp([input_dim, *s.hidden, output_dim], s.activation, s.bias, seed=s.seed)
+    arch = zoo.architecture(s.model)
+    data = datasets.load(s.dataset, n=s.n_samples, seed=s.seed, layout=arch.input_kind,
+                         root=s.data_root, **s.dataset_options)
+    targets = training_targets(data.y, s.loss, data.num_outputs)
+    net = zoo.build_model(s.model_config(), input_shape=tuple(data.x.shape[1:]),
+                          output_dim=data.num_outputs)
+    return net, data, targets
 
 
-def load_data(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    s = cfg.subject
-    return datasets.bundled(s.dataset, n=s.n_samples, seed=s.seed)
+def check_device(device: str) -> None:
+    """A clear error for a device name torch does not know or a GPU that is not there."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r} (cpu, cuda, cuda:N, mps): {err}") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here (torch "
+                         f"{torch.__version__})")
 
 
 def training_targets(y: torch.Tensor, loss: str, k: int) -> torch.Tensor:
-    """Class labels for cross-entropy; one-hot targets for MSE."""
+    """Class labels for cross-entropy; one-hot targets for MSE (regression targets as given)."""
+    if y.is_floating_point():
+        if not loss.startswith("mse"):
+            raise ValueError(f"the data set has real-valued targets: use an MSE loss, not "
+                             f"{loss!r}")
+        return y
     if loss.startswith("mse"):
         return torch.nn.functional.one_hot(y, k).to(torch.float32)
     return y
 
 
-def run(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True,
-        pdf: bool = True, log=print) -> tuple[Results, Path]:
-    """Train, verify and write ``results.json`` and ``report.tex`` (+ PDF) into ``out_dir``."""
-    out = Path(out_dir) if out_dir else default_out_dir()
-    out.mkdir(parents=True, exist_ok=True)
+def train_and_verify(cfg: RunConfig, *, progress: bool = True,
+                     log: Callable[[str], None] = print) -> list[Results]:
+    """Train as the config says and verify at every checkpoint (the end of training always).
+
+    One :class:`Results` per checkpoint, in step order; ``results.training`` holds the
+    training summary plus ``step``, ``loss`` (on all the data at that step) and ``final``.
+    """
+    if cfg.sweep is not None:
+        raise ValueError("this config has a [sweep]: run it with boundcheck.sweep.run_sweep")
     started = time.perf_counter()
-    x, y = load_data(cfg)
-    k = int(y.max()) + 1
-    targets = training_targets(y, cfg.subject.loss, k)
-    net = build_model(cfg, x.shape[1], k)
+    net, data, targets = prepare(cfg)
     log(f"training {cfg.name}: {sum(p.numel() for p in net.parameters())} parameters on "
-        f"{cfg.subject.dataset} (n={len(x)})")
-    info = train(net, x, targets, cfg.subject.loss, cfg.recipe, progress=progress)
+        f"{cfg.subject.dataset} (n={len(data.x)})")
+    snapshots: list[tuple[int, dict]] = []
+    info = train(net, data.x, targets, cfg.subject.loss, cfg.recipe, progress=progress,
+                 device=cfg.device,
+                 on_checkpoint=lambda step, m: snapshots.append(
+                     (step, copy.deepcopy(m.state_dict()))))
     log(f"  {info['steps']} steps, final loss {info['final_loss']:.3g} "
         f"({info['seconds']:.1f} s)")
-    subject = Subject(net, (x, targets), cfg.subject.loss, name=cfg.name)
-    log("verifying ...")
-    results = verify(subject, cfg.theorems, confidence=cfg.confidence, seed=cfg.seed,
-                     budget=cfg.budget)
-    results.training = {k_: v for k_, v in info.items() if k_ != "history"}
-    results.training["history"] = info["history"]
-    results.provenance.update(config=cfg.to_dict(), config_hash=cfg.digest(),
-                              device=str(subject.device), seeds={"subject": cfg.subject.seed,
-                                                                 "recipe": cfg.recipe.seed,
-                                                                 "verify": cfg.seed},
-                              total_s=time.perf_counter() - started)
-    results.save(out / "results.json")
+    losses = dict(info["checkpoints"])
+    summary = {k: v for k, v in info.items() if k != "checkpoints"}
+    runs = []
+    for step, state in snapshots:
+        net.load_state_dict(state)
+        name = cfg.name if len(snapshots) == 1 else f"{cfg.name} @ step {step}"
+        subject = Subject(net, (data.x, targets), cfg.subject.loss, name=name,
+                          device=cfg.device)
+        log(f"verifying at step {step} ...")
+        verify_start = time.perf_counter()
+        results = verify(subject, cfg.theorems, confidence=cfg.confidence, seed=cfg.seed,
+                         budget=cfg.budget)
+        results.training = {**summary, "step": step, "loss": losses[step],
+                            "final": step == info["steps"]}
+        results.provenance.update(
+            config=cfg.to_dict(), config_hash=cfg.digest(), device=str(subject.device),
+            seeds={"subject": cfg.subject.seed, "recipe": cfg.recipe.seed, "verify": cfg.seed},
+            train_s=info["seconds"], verify_s=time.perf_counter() - verify_start,
+            total_s=time.perf_counter() - started)
+        runs.append(results)
+    return runs
+
+
+def run(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True,
+        pdf: bool = True, log: Callable[[str], None] = print) -> tuple[Results, Path]:
+    """Train, verify and write ``results.json`` (the end of training), one
+    ``checkpoints/step-N.json`` per checkpoint when there are several, and ``report.tex``
+    (+ PDF) into ``out_dir``. Returns the end-of-training results and the folder."""
+    out = Path(out_dir) if out_dir else default_out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    runs = train_and_verify(cfg, progress=progress, log=log)
+    runs[-1].save(out / "results.json")
+    if len(runs) > 1:
+        for results in runs:
+            results.save(out / "checkpoints" / f"step-{results.training['step']:07d}.json")
     from .report import write_report
 
-    write_report([results], out / "report.tex", pdf=pdf, log=log)
-    return results, out
+    write_report(runs, out / "report.tex", pdf=pdf, log=log)
+    return runs[-1], out
 
 
 def default_out_dir() -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / stamp
-
