@@ -46,7 +46,7 @@ def point_value(expr: sympy.Expr, values: Mapping[sympy.Symbol, float]) -> float
         out = sympy.sympify(expr).xreplace(subs).evalf(30)
     except (ZeroDivisionError, TypeError, ValueError):
         return math.nan
-    if out in (sympy.zoo, sympy.nan) or out.is_real is False:
+    if out in (sympy.zoo, sympy.nan) or out.is_extended_real is False:
         return math.nan
     try:
         return float(out)

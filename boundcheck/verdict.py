@@ -110,6 +110,11 @@ def decide(theorem: Theorem, values: dict[str, Estimate]) -> TheoremResult:
     try:
         lhs = side_estimate(theorem.lhs, theorem, values, "left side")
         rhs = side_estimate(theorem.rhs, theorem, values, "right side")
+        if lhs.upper == -math.inf:  # −∞ ≤ anything, even a right side of −∞ (then no slack)
+            slack = Slack("difference", math.inf, math.inf, math.inf) \
+                if rhs.lower > -math.inf else None
+            return TheoremResult(theorem.id, Verdict.HOLDS, "left side is −∞: holds trivially",
+                                 lhs, rhs, slack, dict(values))
         gap_lo, gap_hi = intervals.evaluate(theorem.rhs - theorem.lhs, {
             s: (values[q].lower, values[q].upper) for s, q in theorem.symbols.items()})
     except intervals.IntervalDomainError as err:
