@@ -28,6 +28,7 @@ Hessian asymmetry in :mod:`boundcheck.quantities.hessian`; for Gaussian v,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -219,7 +220,7 @@ def jacobian_stats(jacobian: Callable[[int, int, str], torch.Tensor],
         fros.append(torch.linalg.matrix_norm(j))
     s, fro = torch.cat(svals), torch.cat(fros)
     rho = max(floor_rel, 4.0 * measured)
-    err = rho * fro
+    err = rho * fro + underflow_floor(out_dim * in_dim)
     sval_err = err + 8 * u * max(out_dim, in_dim) * s[:, 0]
     return JacobianStats(s, torch.cat(grams), fro, err, sval_err, mode)
 
@@ -246,6 +247,17 @@ def _measured_rounding(j: torch.Tensor, products: Callable, mode: str, seed: int
     return worst
 
 
+def underflow_floor(terms: int) -> float:
+    """Absolute error of a norm built from ``terms`` squares that may each underflow to 0.
+
+    A square below the smallest subnormal (2⁻¹⁰⁷⁴) is lost entirely, so the sum of squares is
+    off by at most ``terms·2⁻¹⁰⁷⁴`` and the norm by at most its square root (times 2, for the
+    rounding of the square root itself). Without this floor a gradient of norm 1e-187 "is" 0
+    and a ratio over it "is" ∞: a false VIOLATED.
+    """
+    return 2.0 * math.sqrt(terms * 2.0**-1074)
+
+
 def weight_stats(net: nn.Module, weights: dict[str, torch.Tensor], x: torch.Tensor,
                  floor_rel: float, budget_bytes: int) -> dict[str, WeightStats]:
     """:class:`WeightStats` for each named weight (rows = output units/channels)."""
@@ -264,7 +276,7 @@ def weight_stats(net: nn.Module, weights: dict[str, torch.Tensor], x: torch.Tens
     for name, w in weights.items():
         fro2, gram, q = (torch.cat(t) for t in zip(*parts[name], strict=True))
         fro = fro2.sqrt()
-        err = floor_rel * fro
+        err = floor_rel * fro + underflow_floor(k * w.numel())
         w2 = w.reshape(w.shape[0], -1)
         s_norm = float(torch.linalg.matrix_norm(w2, ord=2)) ** 2
         s_fro = float(torch.linalg.matrix_norm(w2)) ** 2
