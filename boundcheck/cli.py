@@ -22,6 +22,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.device:
         cfg.device = args.device
     try:
+        if cfg.experiment:
+            return _run_experiment(cfg, args)
         if cfg.sweep or args.resume or args.scheduler or args.local_cluster or args.workers:
             return _run_sweep(cfg, args)
         results, out = run(cfg, args.output, progress=not args.quiet, pdf=not args.no_pdf)
@@ -31,6 +33,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print()
     print(results.table())
     print(f"\nresults: {out / 'results.json'}")
+    return 0
+
+
+def _run_experiment(cfg, args: argparse.Namespace) -> int:
+    """A config naming an ``experiment``: its sweep, then the experiment's analysis."""
+    import importlib
+
+    module = importlib.import_module(f".experiments.{cfg.experiment}", __package__)
+    out = module.run_experiment(cfg, args.output, workers=args.workers, resume=args.resume)
+    print(f"\nexperiment output: {out}")
     return 0
 
 

@@ -122,6 +122,7 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     sweep: SweepSpec | None = None
+    experiment: str | None = None  # a module in boundcheck.experiments, run after the sweep
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
@@ -143,6 +144,7 @@ class RunConfig:
             seed=int(d.get("seed", base.seed)),
             device=str(d.get("device", base.device)),
             sweep=SweepSpec.from_dict(sweep) if sweep else None,
+            experiment=_experiment(d.get("experiment")),
         )
 
     @classmethod
@@ -166,7 +168,7 @@ class RunConfig:
         """A short hash identifying what is computed (the sweep and the device excluded), for
         provenance, and as the job id of a sweep."""
         d = self.to_dict()
-        del d["sweep"], d["device"]
+        del d["sweep"], d["device"], d["experiment"]
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -202,3 +204,14 @@ def _sub(kind, values: dict[str, Any], where: str):
     if unknown:
         raise ValueError(f"unknown [{where}] keys {sorted(unknown)}; known: {sorted(names)}")
     return kind(**values)
+
+
+EXPERIMENTS = ("compression",)
+
+
+def _experiment(name: Any) -> str | None:
+    if name is None:
+        return None
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
+    return str(name)

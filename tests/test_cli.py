@@ -75,3 +75,18 @@ def test_default_run_builds_pdf(tmp_path):
     res = Results.load(tmp_path / "results.json")
     assert res.training["final_loss"] < 1e-2
     assert res["hessian.ws_lambda_max"].verdict.value == "HOLDS"
+
+
+def test_experiment_config_dispatches_to_the_experiment(tmp_path, monkeypatch, capsys):
+    from boundcheck.experiments import compression
+
+    calls = []
+    monkeypatch.setattr(compression, "run_experiment",
+                        lambda cfg, out, **kw: calls.append((cfg.experiment, out, kw)) or tmp_path)
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text('experiment = "compression"\n' + SMALL.replace('name = "tiny"', ""))
+    assert main(["run", str(cfg), "-o", str(tmp_path / "o"), "-q"]) == 0
+    assert calls and calls[0][0] == "compression" and calls[0][1] == tmp_path / "o"
+    assert "experiment output" in capsys.readouterr().out
+    cfg.write_text('experiment = "nope"\n')
+    assert main(["run", str(cfg), "-q"]) == 2
