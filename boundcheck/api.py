@@ -64,6 +64,6 @@ def verify(subject, theorems=None, *, confidence: float = 0.99, seed: int = 0,
     return Results(
         subject=subject.describe(),
         results=results,
-        provenance=provenance(seed=seed, confidence=confidence,
+        provenance=provenance(seed=ctx.seed, confidence=ctx.confidence,
                               elapsed_s=time.perf_counter() - start),
     )

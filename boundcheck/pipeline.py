@@ -16,6 +16,7 @@ from . import data as datasets
 from . import zoo
 from .api import verify
 from .config import RunConfig
+from .quantities import Context
 from .results import Results
 from .subject import Subject
 from .training import train
@@ -87,8 +88,12 @@ def train_and_verify(cfg: RunConfig, *, progress: bool = True,
                           device=cfg.device)
         log(f"verifying at step {step} ...")
         verify_start = time.perf_counter()
-        results = verify(subject, cfg.theorems, confidence=cfg.confidence, seed=cfg.seed,
-                         budget=cfg.budget)
+        ctx = Context(subject, confidence=cfg.confidence, seed=cfg.seed, budget=cfg.budget)
+        results = verify(subject, cfg.theorems, context=ctx)
+        spectrum = ctx.cached("hessian.dense_spectrum")
+        if spectrum is not None:  # measured anyway: keep it for the report's figure
+            results.extras["hessian_spectrum"] = (spectrum.eigenvalues
+                                                  * spectrum.scale).tolist()
         results.training = {**summary, "step": step, "loss": losses[step],
                             "final": step == info["steps"]}
         results.provenance.update(
