@@ -8,6 +8,7 @@ options (confidence, seed, budgets).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +90,25 @@ class Budget:
 
     max_dense_params: int = 6000
     jacobian_chunk_bytes: int = 2**28  # memory for one chunk of per-sample Jacobians
-    power_iterations: int = 2000  # cap for the power iteration on convolution operators
+    conv_lanczos_steps: int = 200  # Lanczos steps for a convolution's operator norm
+    max_dense_operator_entries: int = 2**22  # convolutions this small: dense SVD
+    # Matrix-free curvature (boundcheck.estimators); tighten these to refine an estimate.
+    trace_rel_half_width: float = 0.01  # target half-width of trace intervals, relative
+    max_probes: int = 2000  # Hutchinson probes (Hessian-vector products) per trace
+    trace_method: str = "auto"  # "auto", "hutchinson", "hutchpp" or "control_variate"
+    lanczos_rel_tol: float = 1e-6  # target half-width of λ_max / λ_min, relative to ‖H‖
+    lanczos_max_iter: int = 300  # products per Lanczos run (two runs per eigenvalue)
+    residual_rel_tol: float = 1e-3  # sharpness (tr H) forms need |tr R| ≤ this · tr G
+    lvr_noise_scale: float = 1e-3  # ε of the finite-perturbation LVR (boundcheck.lvr)
+    max_closed_form_flops: float = 3e11  # T2's n² Gram work (boundcheck.closed_form)
+    max_refinements: int = 2  # INCONCLUSIVE on estimated inputs: re-measure this often
+
+    def tightened(self) -> Budget:
+        """The budget of the next refinement round: 4× narrower traces, 10× tighter λ."""
+        return dataclasses.replace(
+            self, trace_rel_half_width=self.trace_rel_half_width / 4,
+            max_probes=self.max_probes * 4, lanczos_rel_tol=self.lanczos_rel_tol / 10,
+            lanczos_max_iter=self.lanczos_max_iter * 2)
 
 
 @dataclass
@@ -117,6 +136,10 @@ class Context:
         self.estimates[name] = est
         return est
 
+    def cached(self, key: str) -> Any | None:
+        """An intermediate already built by some measurement (e.g. the dense spectrum)."""
+        return self._artifacts.get(key)
+
     def artifact(self, key: str, build: Callable[[], Any]) -> Any:
         if key not in self._artifacts:
             self._artifacts[key] = build()
@@ -124,7 +147,16 @@ class Context:
 
 
 def _register_builtins() -> None:
-    from . import hessian  # noqa: F401
+    from . import (  # noqa: F401
+        closed_form,  # noqa: F401
+        compression,
+        data_geometry,
+        ggn,
+        hessian,
+        jacobian,
+        moments,
+        weights,
+    )
 
 
 _register_builtins()

@@ -1,4 +1,5 @@
-"""Loss-Hessian quantities measured exactly from the dense Hessian (small P).
+"""Loss-Hessian quantities: exact from the dense Hessian when ``P ≤ Budget.max_dense_params``,
+otherwise matrix-free estimators with intervals (never NotAffordableError for size alone).
 
 Rounding model for "exact": the dense Hessian H̃ from autograd differs from H by a symmetric
 perturbation E. We bound ``‖E‖_F ≤ 2‖H̃ − H̃ᵀ‖_F + 8·u·P·‖H̃‖_F`` (the measured asymmetry is
@@ -9,6 +10,28 @@ backward error; traces by ``√P‖E‖_F``. The spectral variance s² is comput
 All of this is done on ``H / 2^e`` (an exact power-of-two rescaling to max |entry| ≈ 1), so
 squares neither underflow nor overflow; results are scaled back at the end, and the spread s
 is computed directly (never as the square root of an underflowed s²).
+The dense λ_max / λ_min brackets are Cholesky-checked: ``(λ̂_max + e) I − H̃`` must factor
+(else e is doubled until it does), and the rigorous bound from that factorisation (Higham,
+"Accuracy and Stability of Numerical Algorithms", 2nd ed., Thm 10.3: ``RᵀR = A + ΔA``,
+``|ΔA| ≤ γ_{P+1}|Rᵀ||R|``, so ``λ_min(A) ≥ −γ_{P+1}‖R‖_F²``) is recorded in the details.
+
+Matrix-free (:mod:`boundcheck.estimators`), all statistical at ``ctx.confidence``:
+
+* ``hessian.trace``: ``Budget.trace_method`` "hutchinson", "hutchpp", "control_variate"
+  (``tr G`` exact + Hutchinson on ``tr R``), or "auto": 30 pilot probes measure the spread
+  of ``vᵀHv`` and of ``vᵀRv``; the control variate is chosen when its spread is clearly
+  smaller (near a minimum), and the pilot then sizes the chosen estimator.
+* ``hessian.fro2``: ``E‖Hv‖²``.
+* ``hessian.eigenvalue_variance``: ``s² = tr((H − cI)²)/P − (m − c)²`` with ``c`` the
+  estimate of m, so no large terms cancel; ``(m − c)²`` is taken over the whole interval of
+  m (interval arithmetic) and the result is clamped at 0. Its confidence is the union of
+  the two (``combine_kind``).
+* ``hessian.lambda_max`` / ``hessian.lambda_min``: Lanczos with a residual and
+  Kuczyński–Woźniakowski interval (:func:`boundcheck.estimators.lanczos.extreme_eigenvalue`).
+
+For figures (not quantities): :func:`top_eigenvalues` and :func:`spectral_density`
+(stochastic Lanczos quadrature), cached with ``ctx.artifact``; exact when the dense
+spectrum is affordable.
 """
 
 from __future__ import annotations
@@ -16,16 +39,41 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..curvature import dense_hessian
-from ..estimate import UNIT_ROUNDOFF, Estimate
+from ..estimate import UNIT_ROUNDOFF, Estimate, combine_kind
+from ..estimators import stream_seed
+from ..estimators.lanczos import (
+    SpectralDensity,
+    TopRitz,
+    extreme_eigenvalue,
+    stochastic_lanczos_quadrature,
+    top_ritz_pairs,
+)
+from ..estimators.trace import (
+    PILOT,
+    apply_rows,
+    control_variate_trace,
+    hutchinson_trace,
+    hutchpp_trace,
+    rademacher,
+    squared_frobenius,
+)
+from ..subject import Subject
 from . import Context, NotAffordableError, quantity
+from .ggn import gauss_newton, hessian_operator_of, require_calibrated_confidence
 
 U = UNIT_ROUNDOFF["float64"]
 
 
 ETA = 2.0**-1074  # smallest subnormal: absolute rounding floor of every operation
+TRACE_METHODS = ("auto", "hutchinson", "hutchpp", "control_variate")
+
+
+def dense_affordable(ctx: Context) -> bool:
+    return ctx.subject.num_params <= ctx.budget.max_dense_params
 
 
 @dataclass(frozen=True)
@@ -78,6 +126,8 @@ def _dim(ctx: Context) -> Estimate:
 
 @quantity("hessian.trace", "tr H", r"\operatorname{tr} H")
 def _trace(ctx: Context) -> Estimate:
+    if not dense_affordable(ctx):
+        return matrix_free_trace(ctx)
     d = dense_spectrum(ctx)
     diag = torch.diagonal(d.matrix)
     value = float(diag.sum())
@@ -87,6 +137,13 @@ def _trace(ctx: Context) -> Estimate:
 
 @quantity("hessian.fro2", "tr H² = ‖H‖_F²", r"\operatorname{tr} H^2")
 def _fro2(ctx: Context) -> Estimate:
+    if not dense_affordable(ctx):
+        require_calibrated_confidence(ctx)
+        b = ctx.budget
+        return squared_frobenius(hessian_operator_of(ctx), 0.0, confidence=ctx.confidence,
+                                 rel_half_width=b.trace_rel_half_width,
+                                 max_probes=b.max_probes,
+                                 seed=stream_seed(ctx.seed, "hessian.fro2"))
     d = dense_spectrum(ctx)
     value = d.frobenius**2
     e = d.perturbation
@@ -115,6 +172,8 @@ def _centred_norm(d: DenseSpectrum) -> tuple[float, float]:
 
 @quantity("hessian.eigenvalue_variance", "s² = ‖H − mI‖_F² / P", "s^2")
 def _variance(ctx: Context) -> Estimate:
+    if not dense_affordable(ctx):
+        return matrix_free_variance(ctx)
     d = dense_spectrum(ctx)
     s, err = _centred_norm(d)
     lo, hi = max(s - err, 0.0), s + err
@@ -151,11 +210,155 @@ def _scaled(value: float, err: float, scale: float, method: str) -> Estimate:
 
 @quantity("hessian.lambda_max", "largest eigenvalue of H", r"\lambda_{\max}")
 def _lambda_max(ctx: Context) -> Estimate:
-    d = dense_spectrum(ctx)
-    return _scaled(float(d.eigenvalues[-1]), d.eig_error, d.scale, "eigvalsh of the dense Hessian")
+    if not dense_affordable(ctx):
+        return _lanczos_eigenvalue(ctx, "largest", "hessian.lambda_max")
+    return _dense_extreme(dense_spectrum(ctx), largest=True)
 
 
 @quantity("hessian.lambda_min", "smallest eigenvalue of H", r"\lambda_{\min}")
 def _lambda_min(ctx: Context) -> Estimate:
-    d = dense_spectrum(ctx)
-    return _scaled(float(d.eigenvalues[0]), d.eig_error, d.scale, "eigvalsh of the dense Hessian")
+    if not dense_affordable(ctx):
+        return _lanczos_eigenvalue(ctx, "smallest", "hessian.lambda_min")
+    return _dense_extreme(dense_spectrum(ctx), largest=False)
+
+
+def _dense_extreme(d: DenseSpectrum, largest: bool) -> Estimate:
+    """eigvalsh's λ with its error, the outer side Cholesky-checked (see module docstring)."""
+    sign = 1.0 if largest else -1.0
+    lam = sign * float(d.eigenvalues[-1] if largest else d.eigenvalues[0])  # λ_max of sign·H
+    lapack = d.eig_error - d.perturbation
+    shift = lapack
+    eye = torch.eye(d.dim, dtype=d.matrix.dtype, device=d.matrix.device)
+    for _ in range(200):
+        t = lam + shift
+        factor, info = torch.linalg.cholesky_ex(t * eye - sign * d.matrix)
+        if int(info) == 0:
+            break
+        shift = 2.0 * shift + ETA
+    else:
+        raise FloatingPointError("Cholesky check of the dense λ bracket never succeeded")
+    gamma = (d.dim + 1) * U / (1 - (d.dim + 1) * U)
+    diag_round = U * (abs(t) + float(torch.diagonal(d.matrix).abs().max()))
+    rigorous = t + gamma * float(torch.linalg.matrix_norm(factor)) ** 2 * (1 + 4 * U) + diag_round
+    outer = t + d.perturbation
+    inner = lam - d.eig_error
+    details = {"cholesky_checked_at": sign * t * d.scale,
+               "cholesky_rigorous_bound": sign * (rigorous + d.perturbation) * d.scale,
+               "cholesky_widened": shift > lapack}
+    value = lam * d.scale
+    lo, hi = inner * d.scale - ETA, outer * d.scale + ETA
+    method = "eigvalsh of the dense Hessian, Cholesky-checked"
+    if largest:
+        return Estimate(value, lo, hi, "exact", method, details=details)
+    return Estimate(-value, -hi, -lo, "exact", method, details=details)
+
+
+def _lanczos_eigenvalue(ctx: Context, which: str, name: str) -> Estimate:
+    b = ctx.budget
+    r = extreme_eigenvalue(hessian_operator_of(ctx), which, confidence=ctx.confidence,
+                           rel_tol=b.lanczos_rel_tol, max_steps=b.lanczos_max_iter,
+                           seed=stream_seed(ctx.seed, name))
+    details = dict(r.details)
+    method = details.pop("method")
+    details["matvecs"] = r.matvecs
+    return Estimate(r.value, r.lower, r.upper, r.kind, method, r.confidence, details)
+
+
+# --- matrix-free traces ---------------------------------------------------------------------
+def matrix_free_trace(ctx: Context) -> Estimate:
+    """``tr H`` by the estimator ``Budget.trace_method`` names (see the module docstring)."""
+    require_calibrated_confidence(ctx)
+    b = ctx.budget
+    method = b.trace_method
+    if method not in TRACE_METHODS:
+        raise ValueError(f"Budget.trace_method must be one of {TRACE_METHODS}, got {method!r}")
+    op = hessian_operator_of(ctx)
+    common = {"confidence": ctx.confidence, "rel_half_width": b.trace_rel_half_width,
+              "max_probes": b.max_probes, "seed": stream_seed(ctx.seed, "hessian.trace")}
+    if method == "hutchpp":
+        return hutchpp_trace(op, **common)
+    pilot = None
+    selection: dict = {}
+    if method == "auto":
+        method, pilot, selection = _choose_trace_estimator(ctx, op)
+    if method == "hutchinson":
+        est = hutchinson_trace(op, pilot=pilot, **common)
+    else:
+        g = gauss_newton(ctx)
+        t = ctx.get("ggn.trace")
+        est = control_variate_trace(op, t.value, t.half_width, g.quadratic_form, pilot=pilot,
+                                    **common)
+    est.details.update(selection)
+    return est
+
+
+def _choose_trace_estimator(ctx: Context, op) -> tuple[str, torch.Tensor, dict]:
+    """Pilot probes: Hutchinson's samples ``vᵀHv`` against the control variate's ``vᵀRv``."""
+    gen = torch.Generator().manual_seed(stream_seed(ctx.seed, "hessian.trace.pilot"))
+    v = rademacher(PILOT, op.dim, gen, op.dtype, op.device)
+    x_h = (v * apply_rows(op, v)).sum(dim=1).double().cpu()
+    if not isinstance(ctx.subject, Subject):
+        return "hutchinson", x_h, {"selected": "hutchinson (no Gauss–Newton split)"}
+    x_r = x_h - gauss_newton(ctx).quadratic_form(v).double().cpu()
+    var_h, var_r = float(x_h.var()), float(x_r.var())
+    # a control-variate probe costs about 1.5 Hessian-vector products
+    if 1.5 * var_r < var_h:
+        return "control_variate", x_r, {"selected": "control_variate", "pilot_var_h": var_h,
+                                        "pilot_var_r": var_r}
+    return "hutchinson", x_h, {"selected": "hutchinson", "pilot_var_h": var_h,
+                               "pilot_var_r": var_r}
+
+
+def matrix_free_variance(ctx: Context) -> Estimate:
+    """``s²`` from a centred estimate ``tr((H − cI)²)`` and the interval of m (module doc)."""
+    require_calibrated_confidence(ctx)
+    b = ctx.budget
+    mean = ctx.get("hessian.eigenvalue_mean")
+    c = mean.value
+    p = ctx.subject.num_params
+    y = squared_frobenius(hessian_operator_of(ctx), c, confidence=ctx.confidence,
+                          rel_half_width=b.trace_rel_half_width, max_probes=b.max_probes,
+                          seed=stream_seed(ctx.seed, "hessian.eigenvalue_variance"))
+    far = max((mean.lower - c) ** 2, (mean.upper - c) ** 2)
+    value = y.value / p
+    lower = max(0.0, (y.lower / p - far) * (1 - 4 * U))
+    upper = y.upper / p * (1 + 4 * U)
+    kind, conf = combine_kind([mean, y])
+    return Estimate(min(max(value, lower), upper), lower, upper, kind,
+                    "tr((H − cI)²)/P − (m − c)², c = estimate of m; interval arithmetic", conf,
+                    {"centre": c, "centred_fro2": y.to_dict(), "mean": mean.to_dict()})
+
+
+# --- spectra for figures (artifacts, not quantities) ----------------------------------------
+def top_eigenvalues(ctx: Context, k: int = 10, largest: bool = True) -> TopRitz:
+    """The k largest (or smallest) eigenvalues: exact from the dense spectrum when affordable,
+    else converged Ritz values, each with a residual radius holding an eigenvalue."""
+
+    def build() -> TopRitz:
+        if dense_affordable(ctx):
+            d = dense_spectrum(ctx)
+            ev = d.eigenvalues.cpu().numpy() * d.scale
+            picked = ev[::-1][:k] if largest else ev[:k]
+            return TopRitz(picked.copy(), np.full(len(picked), d.eig_error * d.scale), None, 0)
+        b = ctx.budget
+        return top_ritz_pairs(hessian_operator_of(ctx), k, largest=largest,
+                              max_steps=b.lanczos_max_iter,
+                              seed=stream_seed(ctx.seed, "hessian.top_eigenvalues"))
+
+    return ctx.artifact(f"hessian.top_eigenvalues:{k}:{largest}", build)
+
+
+def spectral_density(ctx: Context, num_probes: int = 10, steps: int = 80) -> SpectralDensity:
+    """The Hessian's eigenvalue density: every eigenvalue with weight 1/P when the dense
+    spectrum is affordable, else stochastic Lanczos quadrature."""
+
+    def build() -> SpectralDensity:
+        if dense_affordable(ctx):
+            d = dense_spectrum(ctx)
+            ev = d.eigenvalues.cpu().numpy() * d.scale
+            return SpectralDensity(ev[None, :], np.full((1, len(ev)), 1.0 / len(ev)))
+        return stochastic_lanczos_quadrature(
+            hessian_operator_of(ctx), num_probes, steps,
+            seed=stream_seed(ctx.seed, "hessian.spectral_density"))
+
+    return ctx.artifact(f"hessian.spectral_density:{num_probes}:{steps}", build)

@@ -1,0 +1,392 @@
+"""Curvature cost: boundcheck's Hessian engine against the libraries researchers use today.
+
+Reference problem (issue 3): MLP 20→64→64→10, tanh, cross-entropy, 512 Gaussian-mixture
+samples, float64, one CPU thread, at initialisation and after training to loss < 1e-3. Side by
+side, in one run:
+
+* a Hessian-vector product (graph reused) against one gradient, and against curvlinops'
+  ``HessianLinearOperator`` product;
+* λ_max to 1e-8 relative with its interval (Lanczos + residual/Kuczyński–Woźniakowski) against
+  curvlinops + ``scipy.sparse.linalg.eigsh(k=1)``;
+* tr H with a 99% interval of half-width ≤ 0.5% against curvlinops' ``hutchinson_trace`` with
+  the probes a normal-theory interval of that width needs, and against BackPACK's exact
+  ``DiagHessian``;
+* the dense Hessian against column-wise ``vmap(jvp(grad))`` (torch.func).
+
+A ~100k-parameter CNN on 128 digits (no dense Hessian: 80 GB) shows how the matrix-free
+costs grow: products, λ_max to 1e-6 against curvlinops + eigsh, and tr H to ±5%.
+
+Short operations are the best of ``--repeats`` runs; long ones run once. Every estimate is
+checked against the dense Hessian.
+
+    python benchmarks/bench_curvature.py            # print the table
+    python benchmarks/bench_curvature.py --readme   # also write the "Curvature" section of
+                                                    # benchmarks/README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vmap
+
+import boundcheck as bc
+from boundcheck.curvature import HessianOperator
+from boundcheck.data import gaussian_mixture, load
+from boundcheck.estimators.lanczos import extreme_eigenvalue, top_ritz_pairs
+from boundcheck.models import mlp
+from boundcheck.quantities import Budget, Context
+from boundcheck.training import Recipe, train
+
+README = Path(__file__).with_name("README.md")
+SECTION = "## Curvature"
+Z99 = 2.5758293035489004  # two-sided 99% normal quantile
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def reference_mlp(n: int, trained: bool) -> tuple[bc.Subject, str]:
+    x, y = gaussian_mixture(n, 20, 10, seed=0)
+    net = mlp([20, 64, 64, 10], "tanh", seed=0).double()
+    note = "at initialisation"
+    if trained:
+        summary = train(net, x.double(), y, recipe=Recipe(optimizer="adam", lr=1e-2,
+                                                          steps=5000, target_loss=1e-3,
+                                                          log_every=25), progress=False)
+        note = f"trained, loss {summary['final_loss']:.1e}"
+    return bc.Subject(net, (x, y)), note
+
+
+def digits_cnn(n: int) -> bc.Subject:
+    """~100k parameters on 8×8 digits (the model of bench_jacobians.py)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(64 * 8 * 8, 20), nn.ReLU(), nn.Linear(20, 10))
+    data = load("digits", n=n, layout="image")
+    return bc.Subject(net, (data.x, data.y))
+
+
+def curvlinops_hessian(subject: bc.Subject):
+    from curvlinops import HessianLinearOperator
+
+    return HessianLinearOperator(subject.net, nn.CrossEntropyLoss(), subject.params,
+                                 [(subject.x_all, subject.y_all)], check_deterministic=False)
+
+
+def gradient(subject: bc.Subject):
+    loss = subject.loss_fn.per_sample(subject.net(subject.x_all), subject.y_all).mean()
+    return torch.autograd.grad(loss, subject.params)
+
+
+def column_wise_dense(subject: bc.Subject, chunk: int = 128) -> torch.Tensor:
+    """The usual torch.func recipe: vmap over basis vectors of jvp(grad(loss))."""
+    names = subject.param_names
+    shapes = [p.shape for p in subject.params]
+    sizes = [p.numel() for p in subject.params]
+    x, y = subject.x_all, subject.y_all
+
+    def loss(theta):
+        parts = torch.split(theta, sizes)
+        params = {k: t.reshape(s) for k, t, s in zip(names, parts, shapes, strict=True)}
+        return subject.loss_fn.per_sample(functional_call(subject.net, params, (x,)), y).mean()
+
+    theta = subject.flat_params()
+
+    def column(v):
+        return jvp(grad(loss), (theta,), (v,))[1]
+
+    eye = torch.eye(theta.numel(), dtype=theta.dtype)
+    return vmap(column, chunk_size=chunk)(eye)
+
+
+def backpack_trace(subject: bc.Subject) -> float:
+    from backpack import backpack, extend
+    from backpack.extensions import DiagHessian
+
+    net = extend(subject.net)
+    loss_fn = extend(nn.CrossEntropyLoss())
+    loss = loss_fn(net(subject.x_all), subject.y_all)
+    with backpack(DiagHessian()):
+        loss.backward()
+    total = sum(float(p.diag_h.sum()) for p in net.parameters())
+    for p in net.parameters():
+        p.grad = None
+        del p.diag_h
+    return total
+
+
+def section_products(label: str, subject: bc.Subject, repeats: int,
+                     summary: list[str]) -> list[tuple]:
+    v = torch.randn(subject.num_params, dtype=torch.float64)
+    t_grad = best_of(lambda: gradient(subject), repeats)
+    t_first = best_of(lambda: HessianOperator(subject).matvec(v), repeats)
+    op = HessianOperator(subject)
+    op.matvec(v)  # the first product builds the gradient graph
+    t_hvp = best_of(lambda: op.matvec(v), repeats)
+    rows = [(label, "one gradient (forward + backward)", t_grad, "1.00 (reference)"),
+            (label, "boundcheck HVP, graph reused", t_hvp, f"{t_hvp / t_grad:.2f}× gradient"),
+            (label, "boundcheck: first HVP of a new operator (builds the gradient graph)",
+             t_first, f"{t_first / t_grad:.2f}× gradient")]
+    summary.append(f"{label}: HVP / gradient = {t_hvp / t_grad:.2f} (issue 3 target ≤ 1.5)")
+    try:
+        h = curvlinops_hessian(subject)
+        t_cl = best_of(lambda: h @ v, repeats)
+        rows.append((label, "curvlinops HessianLinearOperator @ v", t_cl,
+                     f"{t_cl / t_grad:.2f}× gradient; ours {t_hvp / t_cl:.2f}×"))
+    except ImportError:
+        rows.append((label, "curvlinops not importable: skipped", math.nan, ""))
+    return rows
+
+
+def section_lambda_max(label: str, subject: bc.Subject, truth: float | None,
+                       repeats: int, summary: list[str], rel_tol: float = 1e-8) -> list[tuple]:
+    """Best of ``repeats`` for each, interleaved (the machine's load drifts)."""
+    def ours():
+        return extreme_eigenvalue(HessianOperator(subject), "largest", confidence=0.99,
+                                  rel_tol=rel_tol, max_steps=500, seed=0)
+
+    def value_only():
+        return top_ritz_pairs(HessianOperator(subject), 1, rel_tol=rel_tol, max_steps=500)
+
+    def reference(tol: float = 0.0):
+        from scipy.sparse.linalg import eigsh
+
+        return float(eigsh(curvlinops_hessian(subject).to_scipy(), k=1, which="LA", tol=tol,
+                           return_eigenvectors=False)[0])
+
+    try:
+        import curvlinops  # noqa: F401
+        have_reference = True
+    except ImportError:
+        have_reference = False
+    t_ours = t_ref = t_ref_tol = t_value = math.inf
+    for _ in range(repeats):
+        est, t = timed(ours)
+        t_ours = min(t_ours, t)
+        value, t = timed(value_only)
+        t_value = min(t_value, t)
+        if have_reference:
+            ref, t = timed(reference)
+            t_ref = min(t_ref, t)
+            ref_tol, t = timed(lambda: reference(rel_tol))
+            t_ref_tol = min(t_ref_tol, t)
+    rel_half = 0.5 * (est.upper - est.lower) / abs(est.value)
+    check = ("" if truth is None else f", |err| {abs(est.value - truth) / abs(truth):.1e}, "
+             f"contains dense: {est.lower <= truth <= est.upper}")
+    rows = [(label, f"boundcheck λ_max = {est.value:.12g}, 99% interval half-width "
+             f"{rel_half:.1e} relative, {est.matvecs} products ({est.details['steps']} + "
+             f"{est.details.get('deflated_steps', 0)} deflated, block "
+             f"{est.details.get('block', '-')}){check}", t_ours, "")]
+    rows.append((label, f"boundcheck λ_max value only (top Ritz pair to residual "
+                 f"{rel_tol:g}·|θ|, no upper bound): {value.matvecs} products", t_value, ""))
+    if have_reference:
+        centre = truth if truth is not None else est.value
+        against = "" if truth is not None else " vs ours"
+        rows.append((label, f"curvlinops + eigsh(k=1), default tol: λ_max = {ref:.12g} (no "
+                     f"interval), |err| {abs(ref - centre) / abs(centre):.1e}{against}", t_ref,
+                     f"ours {t_ours / t_ref:.3f}× (value only {t_value / t_ref:.3f}×)"))
+        rows.append((label, f"curvlinops + eigsh(k=1, tol={rel_tol:g}): |err| "
+                     f"{abs(ref_tol - centre) / abs(centre):.1e}{against}", t_ref_tol,
+                     f"ours {t_ours / t_ref_tol:.3f}× (value only {t_value / t_ref_tol:.3f}×)"))
+        summary.append(f"{label}: λ_max with interval / curvlinops + eigsh(k=1) = "
+                       f"{t_ours / t_ref:.2f} (target ≤ 0.25); value only "
+                       f"{t_value / t_ref:.2f}")
+    else:
+        rows.append((label, "curvlinops not importable: skipped", math.nan, ""))
+    return rows
+
+
+def section_trace(label: str, subject: bc.Subject, truth: float | None, summary: list[str],
+                  width: float = 0.005, max_probes: int = 10**6) -> list[tuple]:
+    budget = Budget(max_dense_params=0, trace_rel_half_width=width, max_probes=max_probes)
+
+    def agrees(e) -> str:
+        return "" if truth is None else f", contains dense: {e.contains(truth)}"
+
+    def ours(method: str):
+        ctx = Context(subject, confidence=0.99, seed=0,
+                      budget=dataclasses.replace(budget, trace_method=method))
+        return ctx.get("hessian.trace")
+
+    est, t_ours = timed(lambda: ours("auto"))
+    width = max(width, est.half_width / abs(est.value))  # compare at the width reached
+    rows = [(label, f"boundcheck tr H (auto → {est.details.get('selected', '?')}): "
+             f"{est.value:.8g} ± {est.half_width / abs(est.value):.2%}, "
+             f"{est.details['matvecs']} probes{agrees(est)}", t_ours, "")]
+    if est.details.get("selected") != "hutchinson":
+        hut, t_hut = timed(lambda: ours("hutchinson"))
+        rows.append((label, f"boundcheck tr H (Hutchinson): {hut.value:.8g} ± "
+                     f"{hut.half_width / abs(hut.value):.2%}, {hut.details['matvecs']} "
+                     f"probes{agrees(hut)}", t_hut,
+                     f"auto {t_ours / t_hut:.3f}×"))
+    # curvlinops' Hutchinson: the probes a normal-theory 99% interval of the same width needs,
+    # from the spread of vᵀHv over 100 Rademacher probes (not timed)
+    op = HessianOperator(subject)
+    probes = torch.randint(0, 2, (100, subject.num_params), dtype=torch.float64) * 2 - 1
+    sd = float(torch.stack([v @ op.matvec(v) for v in probes]).std())
+    centre = truth if truth is not None else est.value
+    needed = math.ceil((Z99 * sd / (width * abs(centre))) ** 2)
+    try:
+        from curvlinops import hutchinson_trace
+
+        h = curvlinops_hessian(subject)
+        probe = min(needed, 200, subject.num_params - 1)
+        _, t_probe = timed(lambda: hutchinson_trace(h, probe))
+        t_cl = t_probe * needed / probe
+        how = "measured" if probe == needed else f"extrapolated from {probe} products"
+        rows.append((label, f"curvlinops hutchinson_trace, {needed} products for "
+                     f"±{width:.1%} ({how})", t_cl, f"ours {t_ours / t_cl:.3f}×"))
+        summary.append(f"{label}: tr H to ±{width:.2%} at 99% / curvlinops Hutchinson = "
+                       f"{t_ours / t_cl:.3f} (target ≤ 0.2 at the trained point)")
+    except ImportError:
+        rows.append((label, "curvlinops not importable: skipped", math.nan, ""))
+    try:
+        value, t_bp = timed(lambda: backpack_trace(subject))
+        err = "" if truth is None else f", rel err {abs(value - truth) / abs(truth):.1e}"
+        rows.append((label, f"BackPACK DiagHessian (exact): {value:.8g}{err}", t_bp,
+                     f"ours {t_ours / t_bp:.3f}×"))
+        summary.append(f"{label}: tr H / BackPACK DiagHessian = {t_ours / t_bp:.1f} "
+                       "(target ≤ 1 at the trained point)")
+    except ImportError as err:
+        rows.append((label, f"BackPACK not importable ({err}): skipped", math.nan, ""))
+    return rows
+
+
+def section_dense(label: str, subject: bc.Subject,
+                  summary: list[str]) -> tuple[list[tuple], torch.Tensor]:
+    ours, t_ours = timed(lambda: HessianOperator(subject).dense())
+    rows = [(label, f"boundcheck dense Hessian (P = {subject.num_params})", t_ours, "")]
+    ref, t_ref = timed(lambda: column_wise_dense(subject))
+    diff = float((ours - ref).abs().max() / ref.abs().max())
+    rows.append((label, f"column-wise vmap(jvp(grad)), chunks of 128 (max rel diff {diff:.1e})",
+                 t_ref, f"ours {t_ours / t_ref:.3f}×"))
+    summary.append(f"{label}: dense Hessian / column-wise vmap(jvp(grad)) = "
+                   f"{t_ours / t_ref:.2f} (target ≤ 0.3)")
+    return rows, ours
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    return (f"{cpu} ({os.cpu_count()} cores, load average {load:.2f} at the start), 1 thread "
+            f"(torch.set_num_threads(1)), torch {torch.__version__}, Python "
+            f"{platform.python_version()}, float64")
+
+
+def table(rows: list[tuple], summary: list[str], note: str) -> str:
+    lines = [f"Machine: {machine()}. {note}".rstrip(), "",
+             "| case | computation | seconds | ratio |", "|---|---|---:|---:|"]
+    lines += [f"| {case} | {what} | {t:.4f} | {r} |" for case, what, t, r in rows]
+    lines += ["", "Against the targets of issue 3 (ratios of times measured in this run):", ""]
+    lines += [f"- {line}" for line in summary]
+    lines += ["", NOTES]
+    return "\n".join(lines)
+
+
+NOTES = """How to read it:
+
+- HVP: the gradient graph of each batch is built once (`create_graph=True`); every product
+  is then one backward pass through it. curvlinops rebuilds forward and gradient per product
+  (`jvp(jacrev)`).
+- λ_max "with interval" is two Lanczos runs: the first converges the top Ritz pairs (its
+  value alone is what `eigsh` returns, without any bound); the second runs on the operator
+  deflated by the top block and exists only for the upper side (Kuczyński–Woźniakowski
+  bound at 99%). "Value only" is the first run alone.
+- tr H: at initialisation a ±0.5% interval at 99% would need more Hutchinson probes than P,
+  so boundcheck sums eᵢᵀHeᵢ over the basis (exact, P products). At the trained point the
+  pilot selects the control variate (tr G exact from per-sample Jacobians, Hutchinson on
+  tr R only). curvlinops' count is what a normal-theory interval needs (boundcheck's
+  calibrated interval is wider at small M; see boundcheck/estimators/trace.py); its time is
+  extrapolated from 200 products. BackPACK's DiagHessian is exact and far cheaper here, but
+  it is specific to sequential models of supported layers (no attention or custom modules)
+  and forms the cross-entropy output Hessian from probabilities, which cancels once the
+  softmax saturates; boundcheck's estimators work for any `nn.Module`.
+- Dense Hessian: one graph-reusing product per column on CPU (batched products measured
+  slower there); torch.func's column-wise recipe evaluates `jvp(grad)` on chunks of 128
+  basis vectors.
+- CNN: convolutions make a product cost more gradients, and Hutchinson's spread at
+  initialisation is large: the probe budget (400) bounds the width reached, and the
+  curvlinops row is for that same width."""
+
+
+def write_readme(text: str) -> None:
+    """Replace (or append) only the "Curvature" section; other sections are left alone."""
+    current = README.read_text() if README.exists() else "# Benchmarks\n"
+    body = f"{SECTION}\n\nProduced by `python benchmarks/bench_curvature.py --readme`.\n\n{text}\n"
+    if SECTION in current:
+        start = current.index(SECTION)
+        nxt = current.find("\n## ", start + len(SECTION))
+        current = current[:start] + body + (current[nxt + 1:] if nxt >= 0 else "")
+    else:
+        current = current.rstrip("\n") + "\n\n" + body
+    README.write_text(current)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--readme", action="store_true", help="write benchmarks/README.md")
+    parser.add_argument("--note", default="", help="a sentence about the run")
+    parser.add_argument("--no-cnn", action="store_true", help="skip the ~100k-parameter CNN")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rows: list[tuple] = []
+    summary: list[str] = []
+    for trained in (False, True):
+        subject, note = reference_mlp(args.samples, trained)
+        label = f"MLP 20→64→64→10 tanh, {note}"
+        dense_rows, dense = section_dense(label, subject, summary)
+        ev = np.linalg.eigvalsh(0.5 * (dense + dense.T).numpy())
+        rows += section_products(label, subject, args.repeats, summary)
+        rows += section_lambda_max(label, subject, float(ev[-1]), 3, summary)
+        rows += section_trace(label, subject, float(ev.sum()), summary)
+        rows += dense_rows
+        print("\n".join(f"{r[1]}: {r[2]:.4f} s {r[3]}" for r in rows[-14:]), flush=True)
+        del dense
+    if not args.no_cnn:
+        subject = digits_cnn(128)
+        label = f"CNN on 128 digits, {subject.num_params} params, at initialisation"
+        rows += section_products(label, subject, args.repeats, summary)
+        rows += section_lambda_max(label, subject, None, 1, summary, rel_tol=1e-6)
+        rows += section_trace(label, subject, None, summary, width=0.05, max_probes=400)
+        print("\n".join(f"{r[1]}: {r[2]:.4f} s {r[3]}" for r in rows[-10:]), flush=True)
+    text = table(rows, summary, args.note)
+    print(text)
+    if args.readme:
+        write_readme(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The Gauss–Newton split of the loss Hessian, ``H = G + R`` (THEOREMS.md conventions).
+
+* ``ggn.trace``: ``tr G = (1/n) Σ_i tr(J_i J_iᵀ A_i)``, exact, from per-sample Jacobians
+  (:class:`boundcheck.curvature.GaussNewton`; K reverse passes per batch, vectorised over
+  samples) and the loss's own output Hessians ``A_i``.
+* ``residual.trace``: ``tr R = tr H − tr G``; exact from the dense Hessian when affordable,
+  otherwise Hutchinson on ``vᵀHv − vᵀGv`` with a calibrated interval
+  (:mod:`boundcheck.estimators.trace`).
+
+Near a minimum R is small, which is what makes the control-variate ``hessian.trace``
+(``tr G`` exact plus an estimate of ``tr R``) narrow; see :mod:`.hessian`.
+"""
+
+from __future__ import annotations
+
+from ..curvature import GaussNewton, hessian_operator
+from ..estimate import UNIT_ROUNDOFF, Estimate
+from ..estimators import stream_seed
+from ..estimators.trace import CRITICAL_ALPHAS, residual_trace
+from ..subject import Subject
+from . import Context, NotAffordableError, NotApplicableError, quantity
+
+U = UNIT_ROUNDOFF["float64"]
+
+
+def hessian_operator_of(ctx: Context):
+    """The subject's Hessian operator, built once per context."""
+    return ctx.artifact("hessian.operator", lambda: hessian_operator(ctx.subject))
+
+
+def require_calibrated_confidence(ctx: Context) -> None:
+    """Sampled traces have calibrated intervals for confidence ≤ 1 − 1e-4 only."""
+    if 1.0 - ctx.confidence < CRITICAL_ALPHAS[-1]:
+        raise NotAffordableError(
+            f"confidence {ctx.confidence} is above {1 - CRITICAL_ALPHAS[-1]}, the highest with "
+            "calibrated trace intervals; raise Budget.max_dense_params for exact values")
+
+
+def gauss_newton(ctx: Context) -> GaussNewton:
+    if not isinstance(ctx.subject, Subject):
+        raise NotApplicableError("the Gauss–Newton split needs a network, data and a loss "
+                                 "(a bare matrix has no G)")
+    return ctx.artifact("ggn.operator", lambda: GaussNewton(ctx.subject))
+
+
+@quantity("ggn.trace", "tr G, G = (1/n) Σ_i J_iᵀ A_i J_i (Gauss–Newton)",
+          r"\operatorname{tr} G")
+def _ggn_trace(ctx: Context) -> Estimate:
+    g = gauss_newton(ctx)
+    value, magnitude = g.trace_terms()
+    k = ctx.subject.output_dim
+    err = 8.0 * U * (g.dim + k * k) * magnitude
+    return Estimate.exact(value, err, "per-sample Jacobians J_i J_iᵀ and output Hessians A_i")
+
+
+@quantity("residual.trace", "tr R = tr H − tr G", r"\operatorname{tr} R")
+def _residual_trace(ctx: Context) -> Estimate:
+    g = gauss_newton(ctx)
+    if ctx.subject.num_params <= ctx.budget.max_dense_params:
+        h = ctx.get("hessian.trace")
+        t = ctx.get("ggn.trace")
+        value = h.value - t.value
+        err = (h.half_width + t.half_width) + 2 * U * (abs(h.value) + abs(t.value))
+        return Estimate.exact(value, err, "dense tr H − exact tr G")
+    require_calibrated_confidence(ctx)
+    b = ctx.budget
+    t = ctx.get("ggn.trace")  # tr R is judged against tr G (it may be ~0)
+    return residual_trace(hessian_operator_of(ctx), g.quadratic_form, t.value, t.half_width,
+                          confidence=ctx.confidence, rel_half_width=b.trace_rel_half_width,
+                          abs_half_width=b.trace_rel_half_width * abs(t.value),
+                          max_probes=b.max_probes,
+                          seed=stream_seed(ctx.seed, "residual.trace"))
