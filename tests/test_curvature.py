@@ -339,3 +339,27 @@ def test_confidence_beyond_the_calibration_is_not_affordable_matrix_free():
     assert {r.verdict for r in res.results} == {bc.Verdict.INCONCLUSIVE}
     exact = bc.measure(subject, ["hessian.trace"], confidence=0.99999)["hessian.trace"]
     assert exact.kind == "exact"
+
+
+def test_matrix_free_mean_and_variance_cover_at_their_stated_confidence():
+    """Quantity level, over 150 seeds: m (Hutchinson) and s² (centred estimate with interval
+    arithmetic over m) cover at their stated confidence (s² states the union, 1 − 2α)."""
+    import scipy.stats
+
+    ev = np.concatenate([np.linspace(-0.5, 1.0, 295), [3.0, 4.0, 5.0, 6.0, 8.0]])
+    g = torch.Generator().manual_seed(17)
+    q, _ = torch.linalg.qr(torch.randn(300, 300, generator=g, dtype=torch.float64))
+    subject = bc.MatrixSubject((q * torch.as_tensor(ev)) @ q.T)
+    truth = {"hessian.eigenvalue_mean": ev.mean(), "hessian.eigenvalue_variance": ev.var()}
+    budget = Budget(max_dense_params=0, trace_rel_half_width=0.1, max_probes=250)
+    misses = dict.fromkeys(truth, 0)
+    stated = {}
+    for seed in range(150):
+        est = bc.measure(subject, list(truth), confidence=0.9, seed=seed, budget=budget)
+        for name, value in truth.items():
+            assert est[name].kind == "statistical"
+            misses[name] += not est[name].contains(float(value))
+            stated[name] = est[name].confidence
+    assert math.isclose(stated["hessian.eigenvalue_variance"], 0.8)
+    for name, count in misses.items():
+        assert count <= scipy.stats.binom.ppf(0.999, 150, 1 - stated[name]), (name, count)

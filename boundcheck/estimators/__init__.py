@@ -10,21 +10,19 @@ not affordable (``P > Budget.max_dense_params``).
 **Refining an INCONCLUSIVE verdict.** Every estimator honours the :class:`Budget` fields
 ``trace_rel_half_width`` and ``max_probes`` (traces), ``lanczos_rel_tol`` and
 ``lanczos_max_iter`` (eigenvalues). To re-measure tighter, build a new :class:`Context` with
-``tighten(budget)`` (smaller targets, more products) and a new seed; a Context caches its
+``budget.tightened()`` (smaller targets, more products) and a new seed; a Context caches its
 estimates, so the old one would return the same intervals::
 
-    budget = tighten(ctx.budget)                       # e.g. 4x narrower trace target
-    ctx2 = Context(subject, confidence, seed + 1, budget)
+    ctx2 = Context(subject, confidence, seed + 1, ctx.budget.tightened())
     ctx2.get("hessian.trace")
 
 Each round is a new look at the data: a caller that reports the first decisive round must
-split the failure probability over rounds (e.g. round r at ``1 − δ·6/(π² r²)``), so that the
-union over rounds stays within ``δ``.
+split the failure probability over rounds so that their union stays within ``δ``
+(:func:`boundcheck.api.verify_one` does both).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 
 
@@ -32,18 +30,3 @@ def stream_seed(seed: int, name: str) -> int:
     """A seed for the random stream of one quantity: distinct quantities get independent
     probes, the same (seed, name) always the same ones."""
     return (zlib.crc32(name.encode()) ^ (seed * 0x9E3779B1)) & 0x7FFFFFFF
-
-
-def tighten(budget, factor: float = 4.0):
-    """A copy of ``budget`` asking for ``factor``× narrower intervals, with the products that
-    needs (probes grow with factor²; Lanczos converges geometrically, so its steps grow
-    with factor)."""
-    if not factor > 1.0:
-        raise ValueError(f"factor must be > 1, got {factor}")
-    return dataclasses.replace(
-        budget,
-        trace_rel_half_width=budget.trace_rel_half_width / factor,
-        max_probes=int(budget.max_probes * factor**2),
-        lanczos_rel_tol=budget.lanczos_rel_tol / factor,
-        lanczos_max_iter=int(budget.lanczos_max_iter * factor),
-    )
