@@ -179,3 +179,23 @@ def test_a_broken_step_is_caught():
     step = next(s for s in trace_moments.DERIVATION.steps if s.name.startswith("k = 2, stand"))
     with pytest.raises(StepFailed):
         Step(step.name, step.lhs, step.rhs + 1).verify()
+
+
+def test_estimated_moments_beyond_the_dense_budget():
+    """P > max_dense_params: μ_j from Hutchinson on vᵀH^j v, T12 from the interval box."""
+    import boundcheck as bc
+
+    a = np.random.default_rng(0).standard_normal((300, 300))
+    a = a @ a.T / 300
+    lam = np.linalg.eigvalsh(a)
+    budget = bc.Budget(max_dense_params=10, trace_rel_half_width=0.1, max_refinements=0)
+    subject = bc.MatrixSubject(a)
+    est = bc.measure(subject, [f"hessian.moment_{j}" for j in (1, 2, 3, 4)], budget=budget)
+    for j in (1, 2, 3, 4):
+        e = est[f"hessian.moment_{j}"]
+        assert e.kind == "statistical" and e.contains(float(np.mean(lam**j))), (j, e)
+    res = bc.verify(subject, ["hessian.moment_lambda_max_k3", "hessian.moment_lambda_max_k4"],
+                    budget=budget)
+    for r in res:
+        assert r.verdict != bc.Verdict.VIOLATED
+        assert r.rhs.kind == "statistical" and r.rhs.upper >= lam[-1]
