@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from readme_section import write_section
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
@@ -47,7 +48,6 @@ from boundcheck.models import mlp
 from boundcheck.quantities import Budget, Context
 from boundcheck.training import Recipe, train
 
-README = Path(__file__).with_name("README.md")
 SECTION = "## Curvature"
 Z99 = 2.5758293035489004  # two-sided 99% normal quantile
 
@@ -348,16 +348,7 @@ NOTES = """How to read it:
 
 
 def write_readme(text: str) -> None:
-    """Replace (or append) only the "Curvature" section; other sections are left alone."""
-    current = README.read_text() if README.exists() else "# Benchmarks\n"
-    body = f"{SECTION}\n\nProduced by `python benchmarks/bench_curvature.py --readme`.\n\n{text}\n"
-    if SECTION in current:
-        start = current.index(SECTION)
-        nxt = current.find("\n## ", start + len(SECTION))
-        current = current[:start] + body + (current[nxt + 1:] if nxt >= 0 else "")
-    else:
-        current = current.rstrip("\n") + "\n\n" + body
-    README.write_text(current)
+    write_section(SECTION, "bench_curvature.py", text)
 
 
 def main() -> None:

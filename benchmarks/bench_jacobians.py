@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from readme_section import write_section
 from torch import nn
 
 import boundcheck as bc
@@ -32,7 +33,6 @@ from boundcheck.quantities import Context
 from boundcheck.quantities.jacobian import input_jacobian_stats, layer_jacobian_stats
 from boundcheck.training import Recipe, train
 
-README = Path(__file__).with_name("README.md")
 SECTION = "## Jacobians"
 
 
@@ -160,16 +160,7 @@ def table(rows: list[tuple], n: int, note: str) -> str:
 
 
 def write_readme(text: str) -> None:
-    """Replace (or append) only the "Jacobians" section; other sections are left as they are."""
-    current = README.read_text() if README.exists() else "# Benchmarks\n"
-    body = f"{SECTION}\n\nProduced by `python benchmarks/bench_jacobians.py --readme`.\n\n{text}\n"
-    if SECTION in current:
-        start = current.index(SECTION)
-        nxt = current.find("\n## ", start + len(SECTION))
-        current = current[:start] + body + (current[nxt + 1:] if nxt >= 0 else "")
-    else:
-        current = current.rstrip("\n") + "\n\n" + body
-    README.write_text(current)
+    write_section(SECTION, "bench_jacobians.py", text)
 
 
 def main() -> None:
