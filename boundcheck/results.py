@@ -35,6 +35,9 @@ class Results:
     provenance: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # theorem descriptions stored with loaded results; they win over the current registry,
+    # so re-saving keeps a user theorem's statement even where it is not registered
+    theorem_info: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, theorem_id: str) -> TheoremResult:
         for r in self.results:
@@ -52,12 +55,13 @@ class Results:
     def to_dict(self) -> dict[str, Any]:
         from .theorem import get
 
-        described = {}
+        described = dict(self.theorem_info)
         for r in self.results:
-            try:
-                described[r.theorem_id] = get(r.theorem_id).describe()
-            except KeyError:
-                pass
+            if r.theorem_id not in described:
+                try:
+                    described[r.theorem_id] = get(r.theorem_id).describe()
+                except KeyError:
+                    pass
         return {
             "schema": SCHEMA,
             "boundcheck_version": _version(),
@@ -74,10 +78,9 @@ class Results:
         if d.get("schema") != SCHEMA:
             raise ValueError(f"unsupported results schema {d.get('schema')!r} (expected "
                              f"{SCHEMA})")
-        out = cls(d["subject"], [TheoremResult.from_dict(r) for r in d["results"]],
-                  d.get("provenance", {}), d.get("training"), d.get("extras", {}))
-        out.theorem_info = d.get("theorems", {})
-        return out
+        return cls(d["subject"], [TheoremResult.from_dict(r) for r in d["results"]],
+                   d.get("provenance", {}), d.get("training"), d.get("extras", {}),
+                   d.get("theorems", {}))
 
     def save(self, path: str | Path) -> Path:
         return write_json_atomic(path, self.to_dict())

@@ -75,3 +75,22 @@ def test_union_bound_on_confidence():
     kind, conf = combine_kind([a, b, c])
     assert kind == "statistical" and conf == pytest.approx(0.97)
     assert combine_kind([c, Estimate.exact(1, 0, "e")]) == ("certified", None)
+
+
+def test_results_round_trip_keeps_an_unregistered_theorems_statement(tmp_path):
+    import numpy as np
+
+    import boundcheck as bc
+    from boundcheck.results import Results
+
+    t = bc.Theorem(id="tmp.user_bound", title="user", lhs=x, rhs=x + 1,
+                   symbols={x: "hessian.trace"}, source="me", slack="difference")
+    bc.register(t, replace=True)
+    try:
+        bc.verify(bc.MatrixSubject(np.eye(3)), [t.id]).save(tmp_path / "a.json")
+    finally:
+        bc.unregister(t.id)
+    Results.load(tmp_path / "a.json").save(tmp_path / "b.json")
+    again = Results.load(tmp_path / "b.json")
+    assert again.theorem_info[t.id]["statement"] == "x <= x + 1"
+    assert again[t.id].verdict == bc.Verdict.HOLDS

@@ -191,16 +191,9 @@ def results_from_store(path: str | Path) -> list[Results]:
     return out
 
 
-def results_dict(results: Results) -> dict[str, Any]:
-    """JSON form; descriptions stored in a loaded file win over the current registry."""
-    data = results.to_dict()
-    data["theorems"] = {**data["theorems"], **(getattr(results, "theorem_info", None) or {})}
-    return data
-
-
 def make_runs(results: Sequence[Results]) -> list[Run]:
     """Wrap results as runs with unique, readable labels and their series."""
-    runs = [Run(results_dict(r)) for r in results]
+    runs = [Run(r.to_dict()) for r in results]
     keys = sorted({k for run in runs for k in run.sweep})
     varying = [k for k in keys if len({repr(run.sweep.get(k)) for run in runs}) > 1]
     names = {run.name.removesuffix(f" @ step {run.step}") for run in runs}
