@@ -16,9 +16,11 @@ import torch
 from boundcheck.curvature import SymmetricMatrixOperator
 from boundcheck.estimators import stream_seed
 from boundcheck.estimators.lanczos import (
+    _kw_upper,
     extreme_eigenvalue,
     kw_epsilon,
     lanczos,
+    planned_steps,
     stochastic_lanczos_quadrature,
     top_ritz_pairs,
     two_by_two_bound,
@@ -258,7 +260,9 @@ def test_lanczos_reaches_1e_8_on_a_separated_top():
     est = extreme_eigenvalue(op, rel_tol=1e-8, seed=0)
     assert est.kind == "statistical" and est.lower <= 3.0 <= est.upper
     assert est.upper - est.lower < 3e-8
-    assert est.matvecs < 60
+    assert est.matvecs < 30
+    # the planned check, funded with half the failure probability, is where it stops
+    assert est.details["deflated_steps"] == est.details["planned_steps"]
 
 
 def test_known_gap_gives_a_certified_kato_temple_bracket():
@@ -358,3 +362,16 @@ def test_stream_seeds_are_stable_and_distinct():
     assert stream_seed(0, "hessian.trace") == stream_seed(0, "hessian.trace")
     names = ["hessian.trace", "hessian.fro2", "hessian.lambda_max", "hessian.lambda_min"]
     assert len({stream_seed(s, n) for s in range(5) for n in names}) == 20
+
+
+def test_planned_steps_is_the_first_step_whose_kw_bound_reaches_the_target():
+    dim, failure, top, bottom = 5000, 0.0025, 1.0, -1.0
+    for target in (1.05, 1.2, 2.0):
+        k = planned_steps(dim, failure, target, top, bottom, 500)
+        assert k is not None
+        assert _kw_upper(dim, k, failure, top, bottom) <= target
+        assert _kw_upper(dim, k - 1, failure, top, bottom) > target
+    assert planned_steps(dim, failure, 1.2, 1.0, -1.0, 500) < planned_steps(
+        dim, failure, 1.05, 1.0, -1.0, 500)
+    assert planned_steps(dim, failure, 0.9, top, bottom, 500) is None  # target below the top
+    assert planned_steps(dim, failure, 1.0 + 1e-9, top, bottom, 50) is None  # beyond budget
