@@ -24,6 +24,7 @@ import torch
 from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .sequential_hessian import exact_dense_hessian, subject_structure
 from .subject import MatrixSubject, Subject
 
 DENSE_CHUNK = 128
@@ -136,9 +137,22 @@ def hessian_operator(subject: Subject | MatrixSubject) -> HessianOperator | Symm
 
 
 def dense_hessian(subject: Subject | MatrixSubject) -> torch.Tensor:
+    """The dense Hessian: by layer blocks for sequential MLPs
+    (:mod:`boundcheck.sequential_hessian`), else one product per column
+    (:meth:`HessianOperator.dense`, which stays autograd-only)."""
+    return dense_hessian_with_error(subject)[0]
+
+
+def dense_hessian_with_error(subject: Subject | MatrixSubject) -> tuple[torch.Tensor, float]:
+    """:func:`dense_hessian` and an a-priori bound on the Frobenius norm of its rounding
+    error (0 where none is known: the autograd route's error is judged from its asymmetry)."""
     if isinstance(subject, MatrixSubject):
-        return subject.matrix.clone()
-    return HessianOperator(subject).dense()
+        return subject.matrix.clone(), 0.0
+    structure = subject_structure(subject)
+    if isinstance(structure, str):
+        return HessianOperator(subject).dense(), 0.0
+    exact = exact_dense_hessian(subject, structure)
+    return exact.matrix, exact.frobenius_error
 
 
 class GaussNewton:

@@ -4,9 +4,11 @@ otherwise matrix-free estimators with intervals (never NotAffordableError for si
 Rounding model for "exact": the dense Hessian H̃ from autograd differs from H by a symmetric
 perturbation E. We bound ``‖E‖_F ≤ 2‖H̃ − H̃ᵀ‖_F + 8·u·P·‖H̃‖_F`` (the measured asymmetry is
 the rounding noise autograd actually made; the second term is a floor from standard
-summation bounds). Eigenvalues move by at most ``‖E‖_2 ≤ ‖E‖_F`` (Weyl), plus LAPACK's
-backward error; traces by ``√P‖E‖_F``. The spectral variance s² is computed as
-``‖H − mI‖_F²/P``, never as ``tr(H²)/P − m²`` (which cancels catastrophically).
+summation bounds), plus the a-priori bound of the layer-block route for sequential MLPs
+(:mod:`boundcheck.sequential_hessian`, whose H̃ is exactly symmetric). Eigenvalues move by
+at most ``‖E‖_2 ≤ ‖E‖_F`` (Weyl), plus LAPACK's backward error; traces by ``√P‖E‖_F``.
+The spectral variance s² is computed as ``‖H − mI‖_F²/P``, never as ``tr(H²)/P − m²``
+(which cancels catastrophically).
 All of this is done on ``H / 2^e`` (an exact power-of-two rescaling to max |entry| ≈ 1), so
 squares neither underflow nor overflow; results are scaled back at the end, and the spread s
 is computed directly (never as the square root of an underflowed s²).
@@ -17,7 +19,9 @@ The dense λ_max / λ_min brackets are Cholesky-checked: ``(λ̂_max + e) I − 
 
 Matrix-free (:mod:`boundcheck.estimators`), all statistical at ``ctx.confidence``:
 
-* ``hessian.trace``: ``Budget.trace_method`` "hutchinson", "hutchpp", "control_variate"
+* ``hessian.trace``: for sequential MLPs under "auto", exact by the pre-activation Hessian
+  recursion (:func:`boundcheck.sequential_hessian.exact_trace`, with its rounding bound);
+  otherwise ``Budget.trace_method`` "hutchinson", "hutchpp", "control_variate"
   (``tr G`` exact + Hutchinson on ``tr R``), or "auto": 30 pilot probes measure the spread
   of ``vᵀHv`` and of ``vᵀRv``; the control variate is chosen when its spread is clearly
   smaller (near a minimum), and the pilot then sizes the chosen estimator.
@@ -42,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..curvature import dense_hessian
+from ..curvature import dense_hessian_with_error
 from ..estimate import UNIT_ROUNDOFF, Estimate, combine_kind
 from ..estimators import stream_seed
 from ..estimators.lanczos import (
@@ -61,6 +65,7 @@ from ..estimators.trace import (
     rademacher,
     squared_frobenius,
 )
+from ..sequential_hessian import exact_trace, subject_structure
 from ..subject import Subject
 from . import Context, NotAffordableError, quantity
 from .ggn import gauss_newton, hessian_operator_of, require_calibrated_confidence
@@ -102,7 +107,8 @@ def dense_spectrum(ctx: Context) -> DenseSpectrum:
             raise NotAffordableError(
                 f"dense Hessian of {p} parameters exceeds max_dense_params="
                 f"{ctx.budget.max_dense_params}")
-        h = dense_hessian(ctx.subject).to(torch.float64)
+        h, known_error = dense_hessian_with_error(ctx.subject)
+        h = h.to(torch.float64)
         if not torch.isfinite(h).all():
             raise FloatingPointError("the Hessian has NaN/inf entries (overflow in the model?)")
         biggest = float(h.abs().max())
@@ -112,7 +118,7 @@ def dense_spectrum(ctx: Context) -> DenseSpectrum:
         sym = 0.5 * (h + h.T)
         fro = float(torch.linalg.matrix_norm(sym))
         # the rescaled entries may carry underflow error from the unscaled computation
-        pert = 2.0 * asym + 8.0 * U * p * fro + p * ETA / scale
+        pert = 2.0 * asym + 8.0 * U * p * fro + p * ETA / scale + known_error / scale
         evals = torch.linalg.eigvalsh(sym)
         return DenseSpectrum(sym, evals, pert, fro, scale)
 
@@ -127,6 +133,11 @@ def _dim(ctx: Context) -> Estimate:
 @quantity("hessian.trace", "tr H", r"\operatorname{tr} H")
 def _trace(ctx: Context) -> Estimate:
     if not dense_affordable(ctx):
+        structure = ctx.artifact("sequential_structure", lambda: subject_structure(ctx.subject))
+        if ctx.budget.trace_method == "auto" and not isinstance(structure, str):
+            t = exact_trace(ctx.subject, structure)
+            return Estimate.exact(t.value, t.abs_error + ETA, "exact trace by pre-activation "
+                                  "Hessian recursion (sequential MLP)")
         return matrix_free_trace(ctx)
     d = dense_spectrum(ctx)
     diag = torch.diagonal(d.matrix)
