@@ -50,7 +50,8 @@ from boundcheck.estimators.lanczos import extreme_eigenvalue, top_ritz_pairs
 from boundcheck.models import mlp
 from boundcheck.quantities import Budget, Context
 from boundcheck.quantities.hessian import matrix_free_trace
-from boundcheck.sequential_hessian import exact_dense_hessian, exact_trace, subject_structure
+from boundcheck.sequential import subject_structure
+from boundcheck.sequential_hessian import exact_dense_hessian, exact_trace
 from boundcheck.training import Recipe, train
 
 SECTION = "## Curvature"

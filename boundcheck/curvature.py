@@ -24,7 +24,8 @@ import torch
 from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .sequential_hessian import exact_dense_hessian, subject_structure
+from .sequential import subject_structure
+from .sequential_hessian import exact_dense_hessian
 from .subject import MatrixSubject, Subject
 
 DENSE_CHUNK = 128

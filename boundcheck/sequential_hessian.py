@@ -69,38 +69,24 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .estimate import UNIT_ROUNDOFF
+from .sequential import (
+    LayerValues,
+    SequentialMLP,
+    activation_derivatives,
+    backpropagate,
+    forward_backward,
+    subject_structure,
+)
 from .subject import Subject
 
-ELEMENTWISE = (nn.Tanh, nn.Sigmoid, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
-               nn.SiLU, nn.Softplus, nn.Mish, nn.Softsign, nn.Tanhshrink, nn.Hardtanh, nn.ReLU6,
-               nn.Identity, nn.Dropout)
 PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.ReLU6)
 CHUNK_BYTES = 2**27  # per-sample intermediates of one chunk of samples (128 MiB)
 BLOCK_BYTES = 2**26  # the expanded factor of one dense block slice (64 MiB)
 GRID_HALF_WIDTH, GRID_STEPS_PER_UNIT = 20.0, 200
 EVALUATION_ULPS = 16  # error of an elementwise function or loss derivative, in ulps of its scale
-
-
-@dataclass(frozen=True)
-class SequentialMLP:
-    """``prefix`` (Flatten/elementwise, no parameters) → Linear → activation → … → Linear →
-    ``activations[-1]`` (usually empty). ``activations[l]`` follows ``linears[l]``; Identity
-    and eval-mode Dropout are dropped, so an empty tuple is the identity."""
-
-    prefix: tuple[nn.Module, ...]
-    linears: tuple[nn.Linear, ...]
-    activations: tuple[tuple[nn.Module, ...], ...]
-
-    @property
-    def depth(self) -> int:
-        return len(self.linears)
-
-    def widths(self) -> list[tuple[int, int]]:
-        return [(lin.in_features, lin.out_features) for lin in self.linears]
 
 
 @dataclass(frozen=True)
@@ -121,95 +107,6 @@ class ExactDense:
     frobenius_error: float  # bound on ‖computed − exact‖_F
 
 
-# --- which networks ---------------------------------------------------------------------------
-def sequential_structure(net: nn.Module) -> SequentialMLP | str:
-    """The layer structure of ``net`` if it is a supported sequential MLP, else the reason."""
-    if not isinstance(net, nn.Sequential):
-        return f"not a sequential MLP: the network is {type(net).__name__}, not nn.Sequential"
-    prefix: list[nn.Module] = []
-    linears: list[nn.Linear] = []
-    activations: list[list[nn.Module]] = []
-    for name, module in _leaves(net, "net"):
-        if module._forward_hooks or module._forward_pre_hooks:
-            return f"not a sequential MLP: {name} has forward hooks"
-        kind = type(module)
-        if kind is nn.Linear:
-            if any(module is other for other in linears):
-                return f"not a sequential MLP: the Linear at {name} is used twice"
-            linears.append(module)
-            activations.append([])
-        elif kind is nn.Flatten:
-            if linears:
-                return (f"not a sequential MLP: Flatten at {name} after a Linear layer (that "
-                        "Linear acts per position, not as a dense layer)")
-            if (module.start_dim, module.end_dim) != (1, -1):
-                return f"not a sequential MLP: Flatten at {name} does not flatten to (batch, D)"
-            prefix.append(module)
-        elif kind in ELEMENTWISE:
-            if kind is nn.Dropout and module.training:
-                return f"not a sequential MLP: Dropout at {name} is in train mode"
-            if kind in (nn.Identity, nn.Dropout):
-                continue
-            (activations[-1] if linears else prefix).append(module)
-        else:
-            return f"not a sequential MLP: {kind.__name__} at {name}"
-    if not linears:
-        return "not a sequential MLP: no Linear layer"
-    for name, p in net.named_parameters():
-        if not p.requires_grad:
-            return f"not a sequential MLP with all parameters trained: {name} is frozen"
-    in_linears = sum(p.numel() for lin in linears for p in lin.parameters())
-    if in_linears != sum(p.numel() for p in net.parameters()):
-        return "not a sequential MLP: some parameters are outside its Linear layers"
-    return SequentialMLP(tuple(prefix), tuple(linears), tuple(tuple(a) for a in activations))
-
-
-def subject_structure(subject) -> SequentialMLP | str:
-    """:func:`sequential_structure` of a subject's network (float32/float64 subjects)."""
-    if not isinstance(subject, Subject):
-        return "not a network subject"
-    if subject.dtype not in (torch.float32, torch.float64):
-        return f"dtype {subject.dtype} (float32 or float64 only)"
-    # A Linear fed (batch, T, d) would need a Flatten after it to output (batch, K), which
-    # sequential_structure refuses: every Linear of a supported net sees (batch, features).
-    return sequential_structure(subject.net)
-
-
-def _leaves(module: nn.Sequential, name: str):
-    # _modules, not named_children(): a module used twice runs twice but is listed once
-    for child_name, child in module._modules.items():
-        full = f"{name}.{child_name}"
-        if type(child) is nn.Sequential:
-            yield from _leaves(child, full)
-        else:
-            yield full, child
-
-
-def _apply(modules, x: torch.Tensor) -> torch.Tensor:
-    for m in modules:
-        x = m(x)
-    return x
-
-
-# --- one chunk of samples: forward and backward quantities --------------------------------------
-@dataclass
-class _Chunk:
-    """Per-layer quantities for n samples (values, or magnitudes for the error bound)."""
-
-    weights: list[torch.Tensor]  # W_l (out_l, in_l)
-    has_bias: list[bool]
-    inputs: list[torch.Tensor]  # a_{l−1} (n, in_l)
-    d1: list[torch.Tensor | None]  # σ'_l (n, out_l); None = identity
-    d2: list[torch.Tensor | None]  # σ''_l (n, out_l); None = 0
-    grads: list[torch.Tensor]  # g_l = ∂ℓ/∂a_l (n, out_l); g_L = ∂ℓ/∂z
-    deltas: list[torch.Tensor]  # δ_l = ∂ℓ/∂s_l (n, out_l)
-    output_hessian: torch.Tensor  # A (n, K, K)
-
-    @property
-    def n(self) -> int:
-        return int(self.inputs[0].shape[0])
-
-
 @dataclass(frozen=True)
 class _Floors:
     """Derivative scales of one activation (see the module docstring)."""
@@ -220,71 +117,21 @@ class _Floors:
     smooth: bool
 
 
-def _derivatives(acts: tuple[nn.Module, ...], s: torch.Tensor):
-    """``(σ(s), σ'(s), σ''(s))`` of the composed elementwise modules, by autograd."""
-    if not acts:
-        return s, None, None
-    x = s.detach().requires_grad_(True)
-    with torch.enable_grad():
-        y = _apply(acts, x.clone())  # in-place modules must not write into x
-        (d1,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-        d2 = None
-        if d1.requires_grad:
-            (d2,) = torch.autograd.grad(d1.sum(), x, allow_unused=True)
-    if d2 is None:
-        d2 = torch.zeros_like(s)
-    return y.detach(), d1.detach(), d2.detach()
-
-
 def _floors(acts: tuple[nn.Module, ...], dtype, device) -> _Floors | None:
     if not acts:
         return None
     step = 1.0 / GRID_STEPS_PER_UNIT
     count = int(2 * GRID_HALF_WIDTH * GRID_STEPS_PER_UNIT) + 1
     grid = torch.linspace(-GRID_HALF_WIDTH, GRID_HALF_WIDTH, count, dtype=dtype, device=device)
-    _, d1, d2 = _derivatives(acts, grid.unsqueeze(0))
+    _, d1, d2 = activation_derivatives(acts, grid.unsqueeze(0))
     smooth = not all(type(m) in PIECEWISE_LINEAR for m in acts)
     f3 = float((d2[0, 1:] - d2[0, :-1]).abs().max()) / step
     return _Floors(float(d1.abs().max()), float(d2.abs().max()), f3, smooth)
 
 
-def _forward_backward(structure: SequentialMLP, x: torch.Tensor, y: torch.Tensor,
-                      loss_fn) -> tuple[_Chunk, torch.Tensor]:
-    """The chunk's values, and the network output z."""
-    a = _apply(structure.prefix, x)
-    weights, has_bias, inputs, d1s, d2s = [], [], [], [], []
-    for lin, acts in zip(structure.linears, structure.activations, strict=True):
-        w = lin.weight.detach()
-        bias = None if lin.bias is None else lin.bias.detach()
-        inputs.append(a)
-        s = F.linear(a, w, bias)
-        a, d1, d2 = _derivatives(acts, s)
-        weights.append(w)
-        has_bias.append(bias is not None)
-        d1s.append(d1)
-        d2s.append(d2)
-    z = a.detach().requires_grad_(True)
-    with torch.enable_grad():
-        (dz,) = torch.autograd.grad(loss_fn.per_sample(z, y).sum(), z)
-    out_hessian = loss_fn.output_hessian(z.detach(), y).detach()
-    grads, deltas = _backward(weights, d1s, dz)
-    return _Chunk(weights, has_bias, inputs, d1s, d2s, grads, deltas, out_hessian), z.detach()
-
-
-def _backward(weights, d1s, dz):
-    depth = len(weights)
-    grads: list[torch.Tensor] = [dz] * depth
-    deltas: list[torch.Tensor] = [dz] * depth
-    for l in range(depth - 1, -1, -1):
-        if l < depth - 1:
-            grads[l] = deltas[l + 1] @ weights[l + 1]
-        deltas[l] = grads[l] if d1s[l] is None else grads[l] * d1s[l]
-    return grads, deltas
-
-
-def _magnitudes(c: _Chunk, z: torch.Tensor, structure: SequentialMLP,
+def _magnitudes(c: LayerValues, z: torch.Tensor, structure: SequentialMLP,
                 floors: list[_Floors | None], loss_kind: str, gamma: float,
-                u: float) -> _Chunk:
+                u: float) -> LayerValues:
     """The same quantities on magnitudes: ``|x| + e_x/γ_N`` for each input x with a
     first-order error bound ``e_x`` (module docstring), so that ``γ_N · m`` bounds both the
     rounding of the curvature computation and the propagated input errors."""
@@ -324,8 +171,8 @@ def _magnitudes(c: _Chunk, z: torch.Tensor, structure: SequentialMLP,
         out_abs = out_abs * (1 + (EVALUATION_ULPS * u + drift) / gamma)
     elif loss_kind != "mse":
         out_abs = out_abs * (1 + EVALUATION_ULPS * u / gamma)
-    grads, deltas = _backward(weights, d1s, dz)
-    return _Chunk(weights, c.has_bias, inputs, d1s, d2s, grads, deltas, out_abs)
+    grads, deltas = backpropagate(weights, d1s, dz)
+    return LayerValues(weights, c.has_bias, inputs, d1s, d2s, grads, deltas, out_abs)
 
 
 # --- pre-activation Hessians --------------------------------------------------------------------
@@ -356,7 +203,7 @@ class _PreActivationHessian:
         return out
 
 
-def _pre_activation_hessians(c: _Chunk, low_rank: bool, full_from: int):
+def _pre_activation_hessians(c: LayerValues, low_rank: bool, full_from: int):
     """Yield ``(l, M_l)`` for l = L−1 … 0. ``M_l`` has a full part only for ``l ≥ full_from``
     (below that only its diagonal is needed); ``low_rank`` keeps ``Tᵀ A T`` factored."""
     depth = len(c.weights)
@@ -452,7 +299,7 @@ class _Chunks:
             for b in s.batches:
                 for start in range(0, b.n, self.chunk):
                     x, y = b.x[start:start + self.chunk], b.y[start:start + self.chunk]
-                    values, z = _forward_backward(self.structure, x, y, s.loss_fn)
+                    values, z = forward_backward(self.structure, x, y, s.loss_fn)
                     mags = _magnitudes(values, z, self.structure, self.floors, s.loss_fn.kind,
                                        self.gamma, self.u)
                     yield values, mags
@@ -560,7 +407,7 @@ def exact_dense_hessian(subject: Subject, structure: SequentialMLP | None = None
     return ExactDense(hess, err)
 
 
-def _stacked_factors(c: _Chunk, full_hessians: list[torch.Tensor], b: int):
+def _stacked_factors(c: LayerValues, full_hessians: list[torch.Tensor], b: int):
     """Yield ``(a, N, E)`` for a = b … 0: ``N = M_b J_{a→b}`` (n, out_b, out_a) and
     ``E = E_{b−1,a}`` (n, in_b, out_a), None when a = b."""
     m = full_hessians[b]
@@ -579,7 +426,7 @@ def _stacked_factors(c: _Chunk, full_hessians: list[torch.Tensor], b: int):
         yield a, stacked[:, :out_b], stacked[:, out_b:]
 
 
-def _full_hessians(c: _Chunk) -> list[torch.Tensor]:
+def _full_hessians(c: LayerValues) -> list[torch.Tensor]:
     out: list[torch.Tensor] = [None] * len(c.weights)
     for l, m in _pre_activation_hessians(c, low_rank=False, full_from=0):
         out[l] = m.dense()
@@ -592,7 +439,7 @@ def _augmented(a: torch.Tensor, bias: bool) -> torch.Tensor:
     return torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], dim=1)
 
 
-def _accumulate_blocks(hess: torch.Tensor, c: _Chunk, layouts: list[_Layout], n: int) -> None:
+def _accumulate_blocks(hess: torch.Tensor, c: LayerValues, layouts: list[_Layout], n: int) -> None:
     """Add this chunk's part of every block (b, a), b ≥ a, into ``hess``.
 
     Diagonal and adjacent blocks (a ≥ b − 1, where ``E_{b−1,a}`` is 0 or ``D_{b−1}``) are a
@@ -648,7 +495,7 @@ def _kronecker_block(hess, big_n, alpha, beta, lb: _Layout, la: _Layout, diagona
             _scatter(hess, r.transpose(1, 2), lb, j, j + 1, la, j + 1)
 
 
-def _expanded_block(hess, c: _Chunk, b: int, big_n, e, beta, lb: _Layout, la: _Layout,
+def _expanded_block(hess, c: LayerValues, b: int, big_n, e, beta, lb: _Layout, la: _Layout,
                     diagonal: bool) -> None:
     """Build ``X[(j, k̄), j', i] = N_i[j,j'] ᾱ_{i,k} + δ_{i,j} E_i[k,j']`` for a slice of j
     and contract it with ``β = ā_{a−1}/n`` over samples in one GEMM."""
@@ -713,7 +560,7 @@ def _mirror(hess: torch.Tensor, layouts: list[_Layout]) -> None:
         hess[sb, sb] = torch.where(lower, block, block.T)
 
 
-def _block_bounds(c: _Chunk, n: int) -> dict[tuple[int, int], float]:
+def _block_bounds(c: LayerValues, n: int) -> dict[tuple[int, int], float]:
     """For each block (b, a): ``Σ_i ‖|X_i|‖_F ‖ā_{a−1,i}‖ / n`` on magnitudes, with
     ``X_i[(j,k̄), j'] = N_{jj'} ā_k + δ_j E_{kj'}`` (its Frobenius norm without forming it)."""
     full = _full_hessians(c)

@@ -21,7 +21,7 @@ from boundcheck.curvature import GaussNewton, HessianOperator
 from boundcheck.models import mlp
 from boundcheck.quantities import Budget, Context, NotAffordableError
 from boundcheck.quantities.hessian import matrix_free_trace, spectral_density, top_eigenvalues
-from boundcheck.sequential_hessian import subject_structure
+from boundcheck.sequential import subject_structure
 
 MATRIX_FREE = Budget(max_dense_params=0)
 

@@ -27,6 +27,7 @@ from boundcheck.curvature import HessianOperator, dense_hessian
 from boundcheck.models import mlp
 from boundcheck.quantities import Budget, Context
 from boundcheck.quantities.hessian import dense_spectrum, matrix_free_trace
+from boundcheck.sequential import sequential_structure, subject_structure
 
 ACTS = ["tanh", "gelu", "softplus", "sigmoid", "relu", "identity"]
 
@@ -153,7 +154,7 @@ def test_every_supported_elementwise_module(act):
                         act, nn.Linear(4, 3), act).double().eval()
     x = 2 * torch.randn(9, 3, dtype=torch.float64)
     subject = bc.Subject(net, (x, torch.randint(0, 3, (9,))))
-    structure = sh.subject_structure(subject)
+    structure = subject_structure(subject)
     assert [len(a) for a in structure.activations] == [1, 1, 1]
     assert_matches(subject, autograd_hessian(subject))
 
@@ -166,7 +167,7 @@ def test_flatten_nested_sequentials_and_image_batches_of_unequal_size():
     x = torch.randn(13, 3, 2, 2, dtype=torch.float64)
     y = torch.randint(0, 3, (13,))
     subject = bc.Subject(net, [(x[:2], y[:2]), (x[2:10], y[2:10]), (x[10:], y[10:])])
-    assert sh.subject_structure(subject).depth == 3
+    assert subject_structure(subject).depth == 3
     assert_matches(subject, autograd_hessian(subject))
 
 
@@ -366,29 +367,29 @@ class Custom(nn.Module):
     (Custom(), "the network is Custom"),
 ], ids=["conv", "layernorm", "softmax", "late-flatten", "train-dropout", "no-linear", "custom"])
 def test_unsupported_networks_get_reasons(net, reason):
-    found = sh.sequential_structure(net)
+    found = sequential_structure(net)
     assert isinstance(found, str) and reason in found, found
 
 
 def test_frozen_shared_and_token_inputs_are_refused():
     net = mlp([4, 5, 3], "tanh", seed=7).double()
     net[0].weight.requires_grad_(False)
-    assert "0.weight is frozen" in sh.sequential_structure(net)
+    assert "0.weight is frozen" in sequential_structure(net)
     lin = nn.Linear(4, 4)
-    assert "used twice" in sh.sequential_structure(nn.Sequential(lin, nn.Tanh(), lin))
+    assert "used twice" in sequential_structure(nn.Sequential(lin, nn.Tanh(), lin))
     odd = mlp([4, 5, 3], "tanh", seed=7)
     odd[1].scale = nn.Parameter(torch.ones(()))
-    assert "outside its Linear layers" in sh.sequential_structure(odd)
+    assert "outside its Linear layers" in sequential_structure(odd)
     hooked = mlp([4, 5, 3], "tanh", seed=7)
     hooked[1].register_forward_hook(lambda m, i, o: 2 * o)
-    assert "forward hooks" in sh.sequential_structure(hooked)
+    assert "forward hooks" in sequential_structure(hooked)
     tokens = bc.Subject(nn.Sequential(nn.Linear(4, 3), nn.Flatten()),
                         (torch.randn(5, 2, 4), torch.randint(0, 6, (5,))))
-    reason = sh.subject_structure(tokens)
+    reason = subject_structure(tokens)
     assert isinstance(reason, str) and "acts per position" in reason
     with pytest.raises(ValueError, match="per position"):
         sh.exact_trace(tokens)
-    assert sh.subject_structure(bc.MatrixSubject(torch.eye(3))) == "not a network subject"
+    assert subject_structure(bc.MatrixSubject(torch.eye(3))) == "not a network subject"
 
 
 # --- wiring ------------------------------------------------------------------------------------

@@ -65,7 +65,8 @@ from ..estimators.trace import (
     rademacher,
     squared_frobenius,
 )
-from ..sequential_hessian import exact_trace, subject_structure
+from ..sequential import subject_structure
+from ..sequential_hessian import exact_trace
 from ..subject import Subject
 from . import Context, NotAffordableError, quantity
 from .ggn import gauss_newton, hessian_operator_of, require_calibrated_confidence
