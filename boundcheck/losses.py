@@ -35,6 +35,23 @@ def stable_cross_entropy(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return margin.squeeze(-1) + torch.log1p(s)
 
 
+def stable_softmax_hessian(z: torch.Tensor) -> torch.Tensor:
+    """``∇²_z (−log softmax(z)_y) = diag(p) − ppᵀ`` per sample (n, K, K), formed around the
+    largest logit r like :func:`stable_cross_entropy`: ``p_l = e^{z_l − z_r}/(1 + S)`` with
+    ``S = Σ_{l≠r} e^{z_l − z_r}``, the r-th diagonal entry ``p_r · S/(1 + S)`` (never
+    ``p_r − p_r²``, which cancels once the softmax saturates) and the others ``p_k (1 − p_k)``
+    with ``p_k ≤ 1/2``. Every entry is a product of relatively accurate factors."""
+    r = z.argmax(dim=-1, keepdim=True)
+    e = torch.exp(z - z.gather(-1, r))
+    others = torch.ones_like(e).scatter_(-1, r, 0.0)
+    s = (e * others).sum(-1, keepdim=True)
+    p = e / (1.0 + s)
+    diag = torch.where(others.bool(), p * (1.0 - p), p * (s / (1.0 + s)))
+    hess = -p.unsqueeze(-1) * p.unsqueeze(-2)
+    torch.diagonal(hess, dim1=-2, dim2=-1).copy_(diag)  # assigned: adding would cancel
+    return hess
+
+
 def half_squared_error(z: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
     """Per-sample ``(c/2)‖z − y‖²``."""
     diff = z - y.reshape(z.shape).to(z.dtype)
@@ -52,12 +69,16 @@ class Loss:
     per_sample: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     mse_scale: float | None = None
     description: str = ""
+    closed_form_hessian: Callable[[torch.Tensor], torch.Tensor] | None = None  # of z only
 
     def mean(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.per_sample(z, y).mean()
 
     def output_hessian(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``A_i = ∇²_z ℓ(z_i, y_i)`` for every sample: (n, K, K)."""
+        """``A_i = ∇²_z ℓ(z_i, y_i)`` for every sample: (n, K, K); in closed form where the
+        loss has one (cross-entropy, ½-sum MSE), else by ``vmap(hessian)``."""
+        if self.closed_form_hessian is not None:
+            return self.closed_form_hessian(z)
 
         def one(zi, yi):
             return self.per_sample(zi.unsqueeze(0), yi.unsqueeze(0)).squeeze(0)
@@ -78,7 +99,7 @@ def make_loss(spec: str | nn.Module | Callable | Loss) -> Loss | _DeferredMSE:
     if isinstance(spec, str):
         name = spec.strip().lower().replace("-", "_")
         if name in ("cross_entropy", "ce", "crossentropy"):
-            return Loss("cross_entropy", stable_cross_entropy, None, "softmax cross-entropy")
+            return cross_entropy()
         if name == "mse" or name.startswith("mse:"):
             scale = float(name.split(":", 1)[1]) if ":" in name else 1.0
             if not scale > 0:
@@ -90,7 +111,7 @@ def make_loss(spec: str | nn.Module | Callable | Loss) -> Loss | _DeferredMSE:
         plain = (spec.weight is None and spec.label_smoothing == 0.0
                  and spec.reduction == "mean" and spec.ignore_index < 0)
         if plain:
-            return Loss("cross_entropy", stable_cross_entropy, None, "softmax cross-entropy")
+            return cross_entropy()
         return _generic(spec, "nn.CrossEntropyLoss with weights/smoothing (used as given)")
     if isinstance(spec, nn.MSELoss):
         if spec.reduction == "mean":
@@ -102,8 +123,19 @@ def make_loss(spec: str | nn.Module | Callable | Loss) -> Loss | _DeferredMSE:
     raise TypeError(f"cannot use {type(spec).__name__} as a loss")
 
 
+def cross_entropy() -> Loss:
+    """Softmax cross-entropy in its saturation-safe form, with its closed-form Hessian."""
+    return Loss("cross_entropy", stable_cross_entropy, None, "softmax cross-entropy",
+                stable_softmax_hessian)
+
+
 def _mse(scale: float) -> Loss:
-    return Loss("mse", lambda z, y: half_squared_error(z, y, scale), scale, f"MSE (c={scale:g})")
+    def hessian(z: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
+        return (scale * eye).expand(*z.shape[:-1], -1, -1).clone()
+
+    return Loss("mse", lambda z, y: half_squared_error(z, y, scale), scale, f"MSE (c={scale:g})",
+                hessian)
 
 
 def _generic(fn: Callable, description: str) -> Loss:

@@ -19,12 +19,14 @@ The dense λ_max / λ_min brackets are Cholesky-checked: ``(λ̂_max + e) I − 
 
 Matrix-free (:mod:`boundcheck.estimators`), all statistical at ``ctx.confidence``:
 
-* ``hessian.trace``: for sequential MLPs under "auto", exact by the pre-activation Hessian
-  recursion (:func:`boundcheck.sequential_hessian.exact_trace`, with its rounding bound);
-  otherwise ``Budget.trace_method`` "hutchinson", "hutchpp", "control_variate"
-  (``tr G`` exact + Hutchinson on ``tr R``), or "auto": 30 pilot probes measure the spread
-  of ``vᵀHv`` and of ``vᵀRv``; the control variate is chosen when its spread is clearly
-  smaller (near a minimum), and the pilot then sizes the chosen estimator.
+* ``hessian.trace``: for sequential MLPs under "auto", exact at any size by the
+  pre-activation Hessian recursion (:func:`boundcheck.sequential_hessian.exact_trace`, with
+  its rounding bound; also within the dense budget, where it is cheaper and tighter than the
+  dense diagonal); other networks above the dense budget: ``Budget.trace_method``
+  "hutchinson", "hutchpp", "control_variate" (``tr G`` exact + Hutchinson on ``tr R``), or
+  "auto": 30 pilot probes measure the spread of ``vᵀHv`` and of ``vᵀRv``; the control
+  variate is chosen when its spread is clearly smaller (near a minimum), and the pilot then
+  sizes the chosen estimator.
 * ``hessian.fro2``: ``E‖Hv‖²``.
 * ``hessian.eigenvalue_variance``: ``s² = tr((H − cI)²)/P − (m − c)²`` with ``c`` the
   estimate of m, so no large terms cancel; ``(m − c)²`` is taken over the whole interval of
@@ -133,12 +135,14 @@ def _dim(ctx: Context) -> Estimate:
 
 @quantity("hessian.trace", "tr H", r"\operatorname{tr} H")
 def _trace(ctx: Context) -> Estimate:
+    # sequential MLPs: exact at any size, cheaper than the dense diagonal and with a tighter
+    # rounding bound (an explicit Budget.trace_method still runs that estimator)
+    structure = ctx.artifact("sequential_structure", lambda: subject_structure(ctx.subject))
+    if ctx.budget.trace_method == "auto" and not isinstance(structure, str):
+        t = exact_trace(ctx.subject, structure)
+        return Estimate.exact(t.value, t.abs_error + ETA, "exact trace by pre-activation "
+                              "Hessian recursion (sequential MLP)")
     if not dense_affordable(ctx):
-        structure = ctx.artifact("sequential_structure", lambda: subject_structure(ctx.subject))
-        if ctx.budget.trace_method == "auto" and not isinstance(structure, str):
-            t = exact_trace(ctx.subject, structure)
-            return Estimate.exact(t.value, t.abs_error + ETA, "exact trace by pre-activation "
-                                  "Hessian recursion (sequential MLP)")
         return matrix_free_trace(ctx)
     d = dense_spectrum(ctx)
     diag = torch.diagonal(d.matrix)
