@@ -16,6 +16,7 @@ import math
 import mpmath
 import pytest
 import torch
+from hyperdual import HyperDual, hd_exp, hd_log, hd_tanh, seeded
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -219,41 +220,6 @@ def test_slicing_and_chunking(monkeypatch):
 
 
 # --- rounding bounds against higher precision -----------------------------------------------
-class HyperDual:
-    """``a + b ε₁ + c ε₂ + d ε₁ε₂`` (ε₁² = ε₂² = 0) over mpmath numbers: the ε₁ε₂ part of
-    ``L(θ + ε₁e_i + ε₂e_j)`` is ``∂²L/∂θ_i∂θ_j`` with no truncation error."""
-
-    def __init__(self, a, b=0, c=0, d=0):
-        self.a, self.b, self.c, self.d = a, b, c, d
-
-    def __add__(self, o):
-        o = o if isinstance(o, HyperDual) else HyperDual(o)
-        return HyperDual(self.a + o.a, self.b + o.b, self.c + o.c, self.d + o.d)
-
-    __radd__ = __add__
-
-    def __sub__(self, o):
-        o = o if isinstance(o, HyperDual) else HyperDual(o)
-        return HyperDual(self.a - o.a, self.b - o.b, self.c - o.c, self.d - o.d)
-
-    def __mul__(self, o):
-        o = o if isinstance(o, HyperDual) else HyperDual(o)
-        return HyperDual(self.a * o.a, self.a * o.b + self.b * o.a, self.a * o.c + self.c * o.a,
-                         self.a * o.d + self.b * o.c + self.c * o.b + self.d * o.a)
-
-    __rmul__ = __mul__
-
-    def apply(self, f, f1, f2):
-        a = self.a
-        return HyperDual(f(a), f1(a) * self.b, f1(a) * self.c,
-                         f1(a) * self.d + f2(a) * self.b * self.c)
-
-
-def hd_tanh(h):
-    t = mpmath.tanh
-    return h.apply(t, lambda a: 1 - t(a) ** 2, lambda a: -2 * t(a) * (1 - t(a) ** 2))
-
-
 def mp_loss(theta, net: nn.Sequential, x, y):
     """Mean cross-entropy of a tanh MLP (``mlp``'s layout) at hyper-dual parameters."""
     linears = [m for m in net if isinstance(m, nn.Linear)]
@@ -269,20 +235,13 @@ def mp_loss(theta, net: nn.Sequential, x, y):
             s = [sum((w[r * i + k] * a[k] for k in range(i)), b[r]) for r in range(o)]
             a = s if idx == len(linears) - 1 else [hd_tanh(v) for v in s]
         top = max(range(len(a)), key=lambda k: a[k].a)
-        lse = sum((v - a[top]).apply(mpmath.exp, mpmath.exp, mpmath.exp) for v in a)
-        total = total + lse.apply(mpmath.log, lambda t: 1 / t, lambda t: -1 / t**2) + a[top] \
-            - a[yi]
+        lse = sum(hd_exp(v - a[top]) for v in a)
+        total = total + hd_log(lse) + a[top] - a[yi]
     return total * (mpmath.mpf(1) / len(y))
 
 
 def mp_hessian_entry(net, x, y, base, i, j):
-    theta = [HyperDual(v) for v in base]
-    if i == j:
-        theta[i] = HyperDual(base[i], 1, 1, 0)
-    else:
-        theta[i] = HyperDual(base[i], 1, 0, 0)
-        theta[j] = HyperDual(base[j], 0, 1, 0)
-    return mp_loss(theta, net, x, y).d
+    return mp_loss(seeded(base, i, j), net, x, y).d
 
 
 @pytest.mark.parametrize("margin", [None, 30.0], ids=["plain", "saturated"])
