@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .estimate import UNIT_ROUNDOFF
+from .sequential import SequentialMLP, sequential_structure
 from .subject import Subject
 
 U = UNIT_ROUNDOFF["float64"]
@@ -156,7 +157,9 @@ class TwoLayerNet:
         return out + (self.c if self.c is not None else 0.0)
 
 
-_TRANSPARENT = (nn.Flatten, nn.Dropout)  # identities on (n, D) inputs in eval mode
+def _forward_order(structure: SequentialMLP) -> list[nn.Module]:
+    return [m for lin, acts in zip(structure.linears, structure.activations, strict=True)
+            for m in (lin, *acts)]
 
 
 def two_layer_net(subject: object) -> TwoLayerNet:
@@ -168,28 +171,28 @@ def two_layer_net(subject: object) -> TwoLayerNet:
         raise ArchitectureMismatch(f"T2 is derived for softmax cross-entropy; the loss is "
                                    f"{subject.loss_fn.description}")
     net = subject.net
-    containers = [m for m in net.modules() if list(m.children())]
-    if not all(isinstance(m, nn.Sequential) for m in containers) or not containers:
-        raise ArchitectureMismatch("T2 needs an nn.Sequential(Linear, σ, Linear) (its forward "
-                                   f"is then known); got {type(net).__name__}")
-    leaves = [m for m in net.modules() if not list(m.children())]
-    core = [m for m in leaves if not isinstance(m, _TRANSPARENT)]
-    if any(isinstance(m, nn.Flatten) for m in leaves[1:]):
-        raise ArchitectureMismatch("an nn.Flatten after the first layer is not supported")
-    names = " → ".join(type(m).__name__ for m in core)
-    if (len(core) != 3 or not isinstance(core[0], nn.Linear)
-            or not isinstance(core[2], nn.Linear)):
+    structure = sequential_structure(net)
+    if isinstance(structure, str):
+        if not isinstance(net, nn.Sequential):
+            structure = (f"T2 needs an nn.Sequential(Linear, σ, Linear) (its forward is then "
+                         f"known); got {type(net).__name__}")
+        elif "frozen" in structure:
+            structure = ("some parameters are frozen (requires_grad=False): the closed form is "
+                         "for the Hessian over all of W, b, V, c")
+        raise ArchitectureMismatch(structure)
+    # the forward as it runs (a module used twice counts twice; Identity/eval Dropout dropped)
+    names = " → ".join(type(m).__name__ for m in (*structure.prefix, *_forward_order(structure)))
+    if (structure.depth != 2 or len(structure.activations[0]) > 1
+            or structure.activations[1] or any(not isinstance(m, nn.Flatten)
+                                               for m in structure.prefix)):
         raise ArchitectureMismatch("T2 Tier A covers one hidden layer, Linear → σ → Linear; "
                                    f"got {names} (depth > 1 is not derived yet)")
-    act = activation_of(core[1])
+    hidden = structure.activations[0]  # empty: σ = identity (Identity/eval Dropout dropped)
+    act = activation_of(hidden[0] if hidden else nn.Identity())
     if isinstance(act, str):
         raise ArchitectureMismatch(act)
-    lin1, lin2 = core[0], core[2]
-    total = sum(p.numel() for p in net.parameters())
-    if subject.num_params != total:
-        raise ArchitectureMismatch("some parameters are frozen (requires_grad=False): the "
-                                   "closed form is for the Hessian over all of W, b, V, c")
-    if len(subject.batches[0].x.shape) != 2 and not isinstance(leaves[0], nn.Flatten):
+    lin1, lin2 = structure.linears
+    if len(subject.batches[0].x.shape) != 2 and not structure.prefix:
         raise ArchitectureMismatch(f"inputs of shape {tuple(subject.batches[0].x.shape[1:])} "
                                    "need a leading nn.Flatten")
 

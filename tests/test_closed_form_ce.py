@@ -288,3 +288,17 @@ def test_over_budget_is_inconclusive_with_reason():
                      budget=bc.Budget(max_closed_form_flops=10.0))
     assert r.verdict == bc.Verdict.INCONCLUSIVE
     assert "max_closed_form_flops" in r.reason
+
+
+def test_a_module_used_twice_is_seen_as_it_runs():
+    """``net.modules()`` lists a reused Linear once: Sequential(L1, tanh, L2, tanh, L2) would
+    look like one hidden layer. T2 must see the two hidden layers it runs and refuse."""
+    l2 = nn.Linear(4, 4)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), l2, nn.Tanh(), l2)
+    reason = cf.architecture_reason(_subject(net))
+    assert reason is not None and "used twice" in reason
+    act = nn.Tanh()  # one activation module used twice: two hidden layers
+    deep = nn.Sequential(nn.Linear(3, 4), act, nn.Linear(4, 4), act, nn.Linear(4, 3))
+    assert "one hidden layer" in cf.architecture_reason(_subject(deep))
+    inputs = nn.Sequential(nn.Tanh(), nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
+    assert "one hidden layer" in cf.architecture_reason(_subject(inputs))  # σ on the input
