@@ -25,12 +25,12 @@ import scipy.sparse.linalg as sla
 import torch
 
 import boundcheck as bc
-from boundcheck import closed_form as cf
-from boundcheck.curvature import HessianOperator
-from boundcheck.data import bundled, gaussian_mixture, orthogonal
-from boundcheck.estimators.lanczos import extreme_eigenvalue
-from boundcheck.models import mlp
-from boundcheck.training import Recipe, train
+from boundcheck.engines import closed_form as cf
+from boundcheck.engines.curvature import HessianOperator
+from boundcheck.engines.estimators.lanczos import extreme_eigenvalue
+from boundcheck.harness.data import bundled, gaussian_mixture, orthogonal
+from boundcheck.harness.models import mlp
+from boundcheck.harness.training import Recipe, train
 
 README = Path(__file__).with_name("README.md")
 SECTION = "## Closed form (T2)"

@@ -45,16 +45,16 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 import boundcheck as bc
-from boundcheck.curvature import HessianOperator, hessian_operator
-from boundcheck.data import gaussian_mixture, load
-from boundcheck.estimators.lanczos import extreme_eigenvalue, top_ritz_pairs
-from boundcheck.models import mlp
+from boundcheck.engines.curvature import HessianOperator, hessian_operator
+from boundcheck.engines.estimators.lanczos import extreme_eigenvalue, top_ritz_pairs
+from boundcheck.engines.sequential import subject_structure
+from boundcheck.engines.sequential_hessian import exact_dense_hessian, exact_trace
+from boundcheck.engines.sequential_products import SequentialHessianOperator
+from boundcheck.harness.data import gaussian_mixture, load
+from boundcheck.harness.models import mlp
+from boundcheck.harness.training import Recipe, train
 from boundcheck.quantities import Budget, Context
 from boundcheck.quantities.hessian import matrix_free_trace
-from boundcheck.sequential import subject_structure
-from boundcheck.sequential_hessian import exact_dense_hessian, exact_trace
-from boundcheck.sequential_products import SequentialHessianOperator
-from boundcheck.training import Recipe, train
 
 SECTION = "## Curvature"
 Z99 = 2.5758293035489004  # two-sided 99% normal quantile
@@ -369,7 +369,7 @@ def table(rows: list[tuple], summary: list[str], growth: list[str], note: str) -
 
 NOTES = """How to read it:
 
-- HVP: for sequential MLPs the R-operator (boundcheck/sequential_products.py: one forward
+- HVP: for sequential MLPs the R-operator (boundcheck/engines/sequential_products.py: one forward
   and one backward sweep of directional derivatives over per-layer values computed once,
   about six GEMMs per layer); for any other network the gradient graph of each batch is
   built once (`create_graph=True`) and every product is one backward pass through it. Both
@@ -389,7 +389,7 @@ NOTES = """How to read it:
   so boundcheck sums eᵢᵀHeᵢ over the basis (exact, P products). At the trained point the
   pilot selects the control variate (tr G exact from per-sample Jacobians, Hutchinson on
   tr R only). curvlinops' count is what a normal-theory interval needs (boundcheck's
-  calibrated interval is wider at small M; see boundcheck/estimators/trace.py); its time is
+  calibrated interval is wider at small M; see boundcheck/engines/estimators/trace.py); its time is
   extrapolated from 200 products. boundcheck's estimators work for any `nn.Module`.
 - Exact tr H (sequential MLPs, what `hessian.trace` uses above the dense budget): the
   pre-activation Hessians M_l = D_l W_{l+1}ᵀ M_{l+1} W_{l+1} D_l + diag(σ''_l ⊙ g_l) with

@@ -26,12 +26,12 @@ from readme_section import write_section
 from torch import nn
 
 import boundcheck as bc
-from boundcheck.data import gaussian_mixture, load
-from boundcheck.layers import structure
-from boundcheck.models import mlp
+from boundcheck.core.layers import structure
+from boundcheck.harness.data import gaussian_mixture, load
+from boundcheck.harness.models import mlp
+from boundcheck.harness.training import Recipe, train
 from boundcheck.quantities import Context
 from boundcheck.quantities.jacobian import input_jacobian_stats, layer_jacobian_stats
-from boundcheck.training import Recipe, train
 
 SECTION = "## Jacobians"
 

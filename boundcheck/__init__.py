@@ -17,17 +17,26 @@ import importlib.util
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "measure": "api", "verify": "api", "verify_one": "api",
-    "check_architecture": "architecture_check",
-    "assert_bound_holds": "check", "assert_bounds_hold": "check",
-    "Estimate": "estimate",
+    "measure": "verification.api", "verify": "verification.api", "verify_one": "verification.api",
+    "Results": "verification.results",
+    "Assumption": "core.theorem", "Theorem": "core.theorem",
+    "UnknownTheoremError": "core.theorem",
+    "get": "verification.registry", "register": "verification.registry",
+    "theorems": "verification.registry", "unregister": "verification.registry",
+    "check_architecture": "outputs.architecture_check",
+    "assert_bound_holds": "outputs.check", "assert_bounds_hold": "outputs.check",
+    "Estimate": "core.estimate",
     "QUANTITIES": "quantities", "Budget": "quantities", "Context": "quantities",
-    "Results": "results",
-    "InvalidSubjectError": "subject", "MatrixSubject": "subject", "ModelModeError": "subject",
-    "Subject": "subject",
-    "Assumption": "theorem", "Theorem": "theorem", "UnknownTheoremError": "theorem",
-    "get": "theorem", "register": "theorem", "theorems": "theorem", "unregister": "theorem",
-    "Slack": "verdict", "TheoremResult": "verdict", "Verdict": "verdict",
+    "InvalidSubjectError": "core.subject", "MatrixSubject": "core.subject",
+    "ModelModeError": "core.subject", "Subject": "core.subject",
+    "Slack": "core.verdict", "TheoremResult": "core.verdict", "Verdict": "core.verdict",
+}
+
+# Modules users reach as ``bc.<name>`` / ``from boundcheck import <name>``, by their layer.
+_MODULES = {
+    "data": "harness.data", "models": "harness.models", "training": "harness.training",
+    "zoo": "harness.zoo", "config": "harness.config", "store": "harness.store",
+    "sweep": "harness.sweep", "strategies": "outputs.strategies", "report": "outputs.report",
 }
 
 __all__ = [
@@ -40,6 +49,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(f".{_MODULES[name]}", __name__)
     module = _EXPORTS.get(name)
     if module is None:
         if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
@@ -55,20 +66,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first use
-    from .api import measure, verify, verify_one
-    from .architecture_check import check_architecture
-    from .check import assert_bound_holds, assert_bounds_hold
-    from .estimate import Estimate
+    from .core.estimate import Estimate
+    from .core.subject import InvalidSubjectError, MatrixSubject, ModelModeError, Subject
+    from .core.theorem import Assumption, Theorem, UnknownTheoremError
+    from .core.verdict import Slack, TheoremResult, Verdict
+    from .outputs.architecture_check import check_architecture
+    from .outputs.check import assert_bound_holds, assert_bounds_hold
     from .quantities import QUANTITIES, Budget, Context
-    from .results import Results
-    from .subject import InvalidSubjectError, MatrixSubject, ModelModeError, Subject
-    from .theorem import (
-        Assumption,
-        Theorem,
-        UnknownTheoremError,
-        get,
-        register,
-        theorems,
-        unregister,
-    )
-    from .verdict import Slack, TheoremResult, Verdict
+    from .verification.api import measure, verify, verify_one
+    from .verification.registry import get, register, theorems, unregister
+    from .verification.results import Results

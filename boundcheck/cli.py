@@ -1,4 +1,5 @@
-"""The ``boundcheck`` command: run, theorems, report, check."""
+"""Layer 8, the ``boundcheck`` command: run, theorems, report, check (on top of every other
+layer; see ``boundcheck/core/__init__.py`` for the order)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import RunConfig
-    from .pipeline import run
+    from boundcheck.harness.config import RunConfig
+    from boundcheck.outputs.run import run
 
     cfg = RunConfig.from_toml(args.config) if args.config else RunConfig()
     if args.theorems:
@@ -40,7 +41,7 @@ def _run_experiment(cfg, args: argparse.Namespace) -> int:
     """A config naming an ``experiment``: its sweep, then the experiment's analysis."""
     import importlib
 
-    module = importlib.import_module(f".experiments.{cfg.experiment}", __package__)
+    module = importlib.import_module(f".harness.experiments.{cfg.experiment}", __package__)
     out = module.run_experiment(cfg, args.output, workers=args.workers, resume=args.resume)
     print(f"\nexperiment output: {out}")
     return 0
@@ -48,13 +49,13 @@ def _run_experiment(cfg, args: argparse.Namespace) -> int:
 
 def _run_sweep(cfg, args: argparse.Namespace) -> int:
     """A config with a [sweep] (or any sweep option): jobs into a resumable store."""
-    from .sweep import run_sweep
+    from boundcheck.harness.sweep import run_sweep
 
     summary = run_sweep(cfg, args.output, resume=args.resume, workers=args.workers,
                         scheduler=args.scheduler, local_cluster=args.local_cluster)
     print(f"\n{len(summary.ran)} job(s) run, {len(summary.skipped)} already done, "
           f"{summary.seconds:.1f} s\nrecords: {summary.store}  (pandas: "
-          f"boundcheck.store.load_dataframe({str(summary.store)!r}))")
+          f"boundcheck.harness.store.load_dataframe({str(summary.store)!r}))")
     for job_id, reason in summary.errors.items():
         print(f"  job {job_id} failed: {reason}", file=sys.stderr)
     failed = [r for r in summary.errors.values() if not r.startswith("FloatingPointError")]
@@ -62,7 +63,7 @@ def _run_sweep(cfg, args: argparse.Namespace) -> int:
 
 
 def _cmd_theorems(args: argparse.Namespace) -> int:
-    from .theorem import theorems
+    from boundcheck.verification.registry import theorems
 
     items = theorems()
     if args.json:
@@ -74,7 +75,7 @@ def _cmd_theorems(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import load_runs, write_report
+    from boundcheck.outputs.report import load_runs, write_report
 
     pairs = [tuple(p.split(":", 1)) for p in args.correlate] if args.correlate else None
     if pairs and any(len(p) != 2 for p in pairs):
@@ -85,7 +86,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .check import import_user_modules, run_check
+    from boundcheck.outputs.check import import_user_modules, run_check
 
     import_user_modules(args.imports)
     return run_check(args.baseline, config=args.config, results=args.results,
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "sharpness vs compression measures)")
     p.set_defaults(func=_cmd_report)
 
-    from .check import DEFAULT_TOLERANCE
+    from boundcheck.outputs.check import DEFAULT_TOLERANCE
 
     p = sub.add_parser("check", help="CI regression: re-run and compare with a baseline")
     p.add_argument("config", nargs="?", type=Path,

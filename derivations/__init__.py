@@ -1,7 +1,12 @@
 """Theorem families as sympy statements with step-by-step checked derivations.
 
-One module per family; each exports ``THEOREMS`` (``boundcheck.Theorem`` objects, registered
-on first use of the registry) and ``DERIVATION`` (a :class:`derivations.proof.Derivation`).
+Layer 4 of boundcheck: one module per family; each exports ``THEOREMS``
+(``boundcheck.Theorem`` objects, registered on first use of the registry,
+``boundcheck.verification.registry``) and ``DERIVATION`` (a
+:class:`derivations.proof.Derivation`). A derivation imports only the vocabulary
+(``boundcheck.core``): the formulas it proves live in ``boundcheck.core.formulas`` so the engines
+evaluate the same expressions; a precondition that needs an engine to inspect a network is a
+quantity named by ``Theorem.applies_to``.
 """
 
 FAMILIES = ("derivations.wolkowicz_styan",

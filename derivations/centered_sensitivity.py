@@ -33,7 +33,7 @@ import numpy as np
 import sympy
 import torch
 
-from boundcheck.theorem import Theorem
+from boundcheck.core.theorem import Theorem
 
 from .compression import (
     SOURCE_CHEN,

@@ -43,7 +43,7 @@ and the per-sample trace from the blocks; steps 15–16 sum over samples. Identi
 checked as polynomial identities at fixed small sizes (every index range ≥ 2, so no index
 coincidence is forced); boundcheck's tests check the code-generated form against dense
 Hessians over hypothesis-drawn sizes. The symbolic pair expression :data:`PAIR_EXPR` and
-trace expression :data:`TRACE_EXPR` are what :mod:`boundcheck.closed_form` code-generates
+trace expression :data:`TRACE_EXPR` are what :mod:`boundcheck.engines.closed_form` code-generates
 into torch (``lambdify`` with common-subexpression elimination).
 """
 
@@ -55,7 +55,37 @@ from dataclasses import dataclass
 
 import sympy
 
-from boundcheck.theorem import Assumption, Theorem
+from boundcheck.core.formulas.closed_form import (  # noqa: F401  (the derivation's own symbols)
+    CC_EXPR,
+    DQ,
+    DQT,
+    FF,
+    GA,
+    GG,
+    GX,
+    MBB,
+    MM_EXPR,
+    NA,
+    NX,
+    PAIR_EXPR,
+    PAIR_SYMBOLS,
+    QQ,
+    SQ,
+    SS,
+    TAA,
+    TBAB,
+    TRA,
+    TRACE_EXPR,
+    TRACE_SYMBOLS,
+    UT,
+    WS_RHS,
+    P,
+    U,
+    fro2_h,
+    m_cf,
+    trace_h,
+)
+from boundcheck.core.theorem import Assumption, Theorem
 
 from .proof import Derivation, Step
 
@@ -63,36 +93,6 @@ SOURCE = ("Y. Omae, Y. Sakai, H. Kakimoto, M. Sasaki, S. Sakai, Y. Takahashi, Wo
           "Upper Bound on the Hessian Eigenspectrum for Cross-Entropy Loss in Nonlinear Smooth "
           "Neural Networks, arXiv 2604.10202 (2026); closed forms derived in "
           "derivations/closed_form_ce.py")
-
-# --- the symbols the generated code is written in -----------------------------------------
-# per sample
-TRA = sympy.Symbol(r"\operatorname{tr}A_i", real=True)
-NA = sympy.Symbol(r"\|\tilde a_i\|^2", nonnegative=True)
-NX = sympy.Symbol(r"\|\tilde x_i\|^2", nonnegative=True)
-TBAB = sympy.Symbol(r"\operatorname{tr}B_i^\top A_iB_i", real=True)
-SQ = sympy.Symbol(r"\textstyle\sum_r q_{ir}", real=True)
-# per sample pair
-GX = sympy.Symbol(r"\tilde x_i\cdot\tilde x_j", real=True)
-GA = sympy.Symbol(r"\tilde a_i\cdot\tilde a_j", real=True)
-TAA = sympy.Symbol(r"\langle A_i,A_j\rangle", real=True)
-MBB = sympy.Symbol(r"\langle B_i^\top A_iB_i,B_j^\top A_jB_j\rangle", real=True)
-DQ = sympy.Symbol(r"\textstyle\sum_r(B_i^\top A_iB_i)_{rr}q_{jr}", real=True)
-DQT = sympy.Symbol(r"\textstyle\sum_r(B_j^\top A_jB_j)_{rr}q_{ir}", real=True)
-QQ = sympy.Symbol(r"q_i\cdot q_j", real=True)
-FF = sympy.Symbol(r"\langle F_i,F_j\rangle", real=True)
-U = sympy.Symbol(r"\textstyle\sum_{rk}a_{ir}F_{irk}\sigma'_{jr}g_{jk}", real=True)
-UT = sympy.Symbol(r"\textstyle\sum_{rk}a_{jr}F_{jrk}\sigma'_{ir}g_{ik}", real=True)
-SS = sympy.Symbol(r"\sigma'_i\cdot\sigma'_j", real=True)
-GG = sympy.Symbol(r"g_i\cdot g_j", real=True)
-
-TRACE_SYMBOLS = (TRA, NA, NX, TBAB, SQ)
-PAIR_SYMBOLS = (GX, GA, TAA, MBB, DQ, DQT, QQ, FF, U, UT, SS, GG)
-
-MM_EXPR = MBB + DQ + DQT + QQ  # ⟨M_i, M_j⟩
-CC_EXPR = GA * FF + U + UT + SS * GG  # ⟨C_i, C_j⟩
-TRACE_EXPR = TRA * NA + (TBAB + SQ) * NX  # tr H_i
-PAIR_EXPR = TAA * GA**2 + GX**2 * MM_EXPR + 2 * GX * CC_EXPR  # ⟨H_i, H_j⟩_F
-
 
 # --- explicit per-sample objects at a fixed small size -----------------------------------
 @dataclass(frozen=True)
@@ -436,18 +436,7 @@ def __getattr__(name: str):
 
 
 # --- the theorem ----------------------------------------------------------------------------
-P = sympy.Symbol("P", positive=True, integer=True)
-trace_h = sympy.Symbol(r"\operatorname{tr}H_{\mathrm{cf}}", real=True)
-fro2_h = sympy.Symbol(r"\|H\|_{F,\mathrm{cf}}^2", nonnegative=True)
 lam_max = sympy.Symbol(r"\lambda_{\max}", real=True)
-m_cf = trace_h / P
-WS_RHS = m_cf + sympy.sqrt(fro2_h / P - m_cf**2) * sympy.sqrt(P - 1)
-
-
-def _applies(subject: object) -> str | None:
-    from boundcheck.closed_form import architecture_reason
-
-    return architecture_reason(subject)
 
 
 def _at_least_two(values, subject) -> str | None:
@@ -469,7 +458,7 @@ CLOSED_FORM_WS = Theorem(
     notes="f(x) = Vσ(Wx+b)+c with σ ∈ {tanh, sigmoid, softplus, GELU (erf), identity} and "
           "softmax cross-entropy; tr H and ‖H‖_F² from per-sample factors and n×n Gram "
           "matrices, no Hessian-vector product.",
-    applies_to=_applies,
+    applies_to="closed_form.hidden_width",
 )
 
 THEOREMS = (CLOSED_FORM_WS,)

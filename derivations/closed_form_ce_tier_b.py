@@ -37,89 +37,39 @@ import random
 import numpy as np
 import sympy
 
-from boundcheck.theorem import Theorem
+from boundcheck.core.formulas.closed_form import (  # noqa: F401  (the derivation's own symbols)
+    INGREDIENTS,
+    K,
+    P,
+    R,
+    bh,
+    bnorm,
+    bo,
+    eps,
+    h,
+    n,
+    pieces,
+    rho,
+    s0,
+    s1,
+    s2,
+    smax,
+    tier_b_expression,
+    v2,
+    vf,
+    w2,
+)
+from boundcheck.core.theorem import Theorem
 
 from .proof import Derivation, Step
 
 SOURCE = ("relaxation of T2 Tier A (derivations/closed_form_ce.py); setting of Y. Omae et al., "
           "arXiv 2604.10202 (2026); derived in derivations/closed_form_ce_tier_b.py")
 
-# --- ingredients ------------------------------------------------------------------------------
-n = sympy.Symbol("n", positive=True, integer=True)
-h = sympy.Symbol("h", positive=True, integer=True)
-K = sympy.Symbol("K", positive=True, integer=True)
-P = sympy.Symbol("P", positive=True, integer=True)
-R = sympy.Symbol("R", nonnegative=True)
-rho = sympy.Symbol(r"\rho", nonnegative=True)
-w2 = sympy.Symbol(r"\|W\|_2", nonnegative=True)
-bnorm = sympy.Symbol(r"\|b\|", nonnegative=True)
-v2 = sympy.Symbol(r"\|V\|_2", nonnegative=True)
-vf = sympy.Symbol(r"\|V\|_F", nonnegative=True)
-s1 = sympy.Symbol(r"\sup|\sigma'|", nonnegative=True)
-s2 = sympy.Symbol(r"\sup|\sigma''|", nonnegative=True)
-s0 = sympy.Symbol(r"|\sigma(0)|", nonnegative=True)
-smax = sympy.Symbol(r"\sup|\sigma|", nonnegative=True)
-bh = sympy.Symbol(r"\beta_h", nonnegative=True)  # 1 with a hidden bias, else 0
-bo = sympy.Symbol(r"\beta_o", nonnegative=True)  # 1 with an output bias, else 0
-eps = sympy.Symbol(r"\varepsilon", positive=True)  # max_i (1 − p_{i,y_i}); 1 = norm-only
-
-INGREDIENTS = {
-    n: "n", h: "h", K: "K", P: "P", R: "max_x_norm", rho: "rho", w2: "W_spectral",
-    bnorm: "b_norm", v2: "V_spectral", vf: "V_frobenius", s1: "sup_d1", s2: "sup_d2",
-    s0: "sigma_at_zero", smax: "sup_sigma", bh: "hidden_bias", bo: "output_bias",
-    eps: "confidence_gap",
-}
-"""Tier B's symbols and the ingredient names :mod:`boundcheck.closed_form` measures."""
-
-
-def pieces(bounded: bool) -> dict[str, sympy.Expr]:
-    """The named intermediate bounds (see the module docstring)."""
-    hidden_lip = sympy.sqrt(h) * s0 + s1 * (w2 * R + bnorm)
-    alpha = sympy.Min(sympy.sqrt(h) * smax, hidden_lip) if bounded else hidden_lip
-    a2 = alpha**2 + bo
-    x2 = R**2 + bh
-    x_rho = rho * R**2 + bh
-    tau = sympy.Min(1 - 1 / K, 2 * eps)
-    lam_a = sympy.Min(sympy.Rational(1, 2), 2 * eps)
-    a_f = sympy.Min(sympy.Rational(1, 2), 2 * eps)
-    gam = sympy.sqrt(2) * eps
-    t_hi = tau * a2 + (lam_a * s1**2 * vf**2 + sympy.sqrt(h) * s2 * v2 * gam) * x2
-    t_lo = -sympy.sqrt(h) * s2 * v2 * gam * x2
-    m_f = lam_a * s1**2 * v2 * vf + s2 * v2 * gam
-    c_f = lam_a * s1 * vf * sympy.sqrt(a2) + sympy.sqrt(h) * s1 * gam
-    phi_d = a_f**2 * a2**2 + x2**2 * m_f**2 + 2 * x2 * c_f**2
-    phi_o = a_f**2 * a2**2 + x_rho**2 * m_f**2 + 2 * x_rho * c_f**2
-    fbar = (phi_d + (n - 1) * phi_o) / n
-    m_c = sympy.Min(sympy.Max(sympy.sqrt(fbar) / P, t_lo / P), t_hi / P)
-    route1 = m_c + sympy.sqrt((P - 1) * sympy.Max(0, fbar / P - m_c**2))
-    mu = lam_a * s1**2 * v2**2 + s2 * v2 * gam
-    lam_x = x2 + (n - 1) * x_rho
-    l11 = mu * lam_x / n
-    l22 = lam_a * a2
-    c2 = lam_a * s1 * v2 * sympy.sqrt(a2) + s1 * gam
-    beta = c2 * sympy.sqrt(lam_x / n)
-    route2 = (l11 + l22) / 2 + sympy.sqrt(((l11 - l22) / 2) ** 2 + beta**2)
-    return {"alpha": alpha, "a2": a2, "x2": x2, "x_rho": x_rho, "tau": tau, "lam_a": lam_a,
-            "a_f": a_f, "gamma": gam, "trace_hi": t_hi, "trace_lo": t_lo, "m_f": m_f,
-            "c_f": c_f, "fro2_bar": fbar, "route1": route1, "mu_bar": mu, "lam_x": lam_x,
-            "l11": l11, "l22": l22, "c2": c2, "beta": beta, "route2": route2,
-            "bound": sympy.Min(route1, route2)}
-
-
-def tier_b_expression(bounded: bool) -> sympy.Expr:
-    return pieces(bounded)["bound"]
-
-
 # --- the theorems -----------------------------------------------------------------------------
 lam_max = sympy.Symbol(r"\lambda_{\max}", real=True)
 bound_b = sympy.Symbol(r"B_{\mathrm{T2B}}", real=True)
 bound_b_sat = sympy.Symbol(r"B_{\mathrm{T2B},\varepsilon}", real=True)
-
-
-def _applies(subject: object) -> str | None:
-    from boundcheck.closed_form import architecture_reason
-
-    return architecture_reason(subject)
 
 
 _NOTES = ("B = min(route 1: Wolkowicz–Styan maximised over the box of norm-level bounds on "
@@ -133,7 +83,7 @@ TIER_B = Theorem(
     lhs=lam_max, rhs=bound_b,
     symbols={lam_max: "hessian.lambda_max", bound_b: "closed_form.tier_b_lambda_max"},
     source=SOURCE, slack="ratio", family="hessian.closed_form", notes=_NOTES,
-    applies_to=_applies,
+    applies_to="closed_form.hidden_width",
 )
 TIER_B_SAT = Theorem(
     id="hessian.tier_b_sat_lambda_max",
@@ -142,7 +92,7 @@ TIER_B_SAT = Theorem(
     lhs=lam_max, rhs=bound_b_sat,
     symbols={lam_max: "hessian.lambda_max", bound_b_sat: "closed_form.tier_b_sat_lambda_max"},
     source=SOURCE, slack="ratio", family="hessian.closed_form", notes=_NOTES,
-    applies_to=_applies,
+    applies_to="closed_form.hidden_width",
 )
 THEOREMS = (TIER_B, TIER_B_SAT)
 
@@ -232,7 +182,7 @@ def _per_sample_step(name: str, rhs: sympy.Expr, measure, because: str = "") -> 
 def _activation_sampler(bounded_only: bool):
     import torch
 
-    from boundcheck.closed_form import activation_of
+    from boundcheck.core.activations import activation_of
 
     mods = [torch.nn.Tanh(), torch.nn.Sigmoid(), torch.nn.Softplus(beta=2.0),
             torch.nn.Softplus(), torch.nn.GELU()]
@@ -258,7 +208,7 @@ def _activation_constants_sampler(rng):
     """σ', σ'' of each supported activation at a random z against the stated suprema."""
     import torch
 
-    from boundcheck.closed_form import activation_of
+    from boundcheck.core.activations import activation_of
 
     r = _np_rng(rng)
     mods = [torch.nn.Tanh(), torch.nn.Sigmoid(), torch.nn.Softplus(beta=0.5), torch.nn.GELU(),
@@ -354,31 +304,6 @@ def _ws_box_sampler(rng):
     return {_lhs: m + math.sqrt(max((pp - 1) * (f / pp - m * m), 0.0)),
             _RHS: mc + math.sqrt(max((pp - 1) * (fbar / pp - mc * mc),
                                                           0.0))}
-
-
-def _end_to_end_sampler(rng):
-    """Tier B (both variants) against the exact λ_max of a random small network."""
-    import torch
-
-    import boundcheck as bc
-    from boundcheck.closed_form import tier_b_point
-    from boundcheck.models import mlp
-
-    r = _np_rng(rng)
-    act = ["tanh", "sigmoid", "softplus", "gelu"][int(r.integers(4))]
-    d, hh, k, nn_ = (int(r.integers(1, 4)), int(r.integers(1, 5)), int(r.integers(2, 4)),
-                     int(r.integers(2, 7)))
-    net = mlp([d, hh, k], act, bias=bool(r.integers(2)), seed=int(r.integers(1 << 30)))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(float(r.choice([0.3, 1.0, 4.0])))
-    rho_target = float(r.uniform(0, 1))
-    x = torch.tensor(r.normal(size=(nn_, d)) + rho_target * r.normal(size=(1, d)) * 3)
-    y = torch.tensor(r.integers(0, k, nn_))
-    s = bc.Subject(net, (x, y), "cross_entropy")
-    lam = float(bc.measure(s, ["hessian.lambda_max"])["hessian.lambda_max"].upper)
-    sat = bool(r.integers(2))
-    return {_lhs: lam, _RHS: tier_b_point(s, saturation=sat)}
 
 
 
@@ -480,8 +405,6 @@ def _steps() -> tuple[Step, ...]:
                     because="(μ̄I − M_i) ⊗ x̃_ix̃_iᵀ ⪰ 0"),
         _bound_step("‖H₁₂‖₂ ≤ max‖C_i‖₂ √(λ_max(Σ x̃_ix̃_iᵀ)/n)", _cross_block_sampler,
                     because="H₁₂ = (1/n)[C_1 … C_n](stacked I ⊗ x̃_iᵀ); ‖[C_i]‖² ≤ Σ‖C_i‖²"),
-        _bound_step("end to end: λ_max(H) ≤ Tier B on random small networks (dense Hessian)",
-                    _end_to_end_sampler),
     )
 
 

@@ -23,7 +23,7 @@ The theorem modules are :mod:`derivations.input_gradient` (T3),
   can be far below ``tr G``, even negative: NOT_APPLICABLE, with the measured ratio;
 * which subjects the theorems apply to: T3, T4 and T6 need x to enter f only through the
   first layer, and that layer dense (:func:`input_only_through_first_layer`); every layer-l
-  form needs dense layers (:func:`has_dense_layer`, :mod:`boundcheck.layers`). Weight-shared
+  form needs dense layers (:func:`has_dense_layer`, :mod:`boundcheck.core.layers`). Weight-shared
   layers (convolutions, token-wise linear maps) break the factorisation ``∇_W f_k =
   (∂f_k/∂z) hᵀ`` and are left out of every per-layer maximum and network-wide sum, with the
   reason recorded;
@@ -46,8 +46,9 @@ from collections.abc import Mapping
 import numpy as np
 import sympy
 
-from boundcheck.estimate import Estimate
-from boundcheck.theorem import Assumption
+from boundcheck.core.estimate import Estimate
+from boundcheck.core.formulas.layer_forms import c
+from boundcheck.core.theorem import Assumption
 
 from .proof import Step
 
@@ -59,7 +60,6 @@ SOURCE_PETZKA = ("H. Petzka, M. Kamp, L. Adilova, C. Sminchisescu, M. Boley, Rel
                  "flatness and generalization, NeurIPS 2021")
 
 # --- symbols shared by the theorem statements ------------------------------------------------
-c = sympy.Symbol("c", positive=True)
 trace_g = sympy.Symbol(r"\operatorname{tr}G", nonnegative=True)
 trace_h = sympy.Symbol(r"\operatorname{tr}H", real=True)
 tau = sympy.Symbol(r"\tau", nonnegative=True)
@@ -120,8 +120,8 @@ def mse_trace_step() -> Step:
 
 # --- applicability ---------------------------------------------------------------------------
 def _structure(subject: object):
-    from boundcheck.layers import structure
-    from boundcheck.subject import Subject
+    from boundcheck.core.layers import structure
+    from boundcheck.core.subject import Subject
 
     if not isinstance(subject, Subject):
         return None

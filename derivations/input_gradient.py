@@ -33,7 +33,12 @@ import random
 
 import sympy
 
-from boundcheck.theorem import Theorem
+from boundcheck.core.formulas.layer_forms import (
+    INPUT_GRADIENT_BINDING_2,
+    INPUT_GRADIENT_BINDING_F,
+    INPUT_GRADIENT_LAYER_RATIO,
+)
+from boundcheck.core.theorem import Theorem
 
 from .compression import (
     SOURCE_MA_YING,
@@ -60,12 +65,9 @@ layers_ratio_f = sympy.Symbol(
     nonnegative=True)
 
 # per-layer term of the layer form (l a dense layer): its maximum over l must be ≤ 1
-rho_l = sympy.Symbol(r"\rho_l", nonnegative=True)
-w_l_norm = sympy.Symbol(r"\|W_l\|_2", nonnegative=True)
-LAYER_RATIO = rho_l / w_l_norm
-LAYER_BINDING_2 = {rho_l: "layer.<l>.sensitivity_ratio_max", w_l_norm: "layer.<l>.weight_norm"}
-LAYER_BINDING_F = {rho_l: "layer.<l>.sensitivity_ratio_fro_max",
-                   w_l_norm: "layer.<l>.weight_norm"}
+LAYER_RATIO = INPUT_GRADIENT_LAYER_RATIO
+LAYER_BINDING_2 = INPUT_GRADIENT_BINDING_2
+LAYER_BINDING_F = INPUT_GRADIENT_BINDING_F
 
 _NOTES = ("Per-sample statement verified at its worst sample; a sample with ∇_W f = 0 has "
           "J_x = 0 (counted as 0). Exact up to float64 rounding.")

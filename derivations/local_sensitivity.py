@@ -34,7 +34,11 @@ import numpy as np
 import sympy
 import torch
 
-from boundcheck.theorem import Theorem
+from boundcheck.core.formulas.layer_forms import (
+    MLS_LAYER_BINDING,
+    MLS_LAYER_RATIO,
+)
+from boundcheck.core.theorem import Theorem
 
 from .compression import (
     AT_ZERO_LOSS_MINIMUM,
@@ -68,14 +72,8 @@ MLS_SHARPNESS_RHS = w1_norm * sympy.sqrt(inv_sq) * sympy.sqrt(SHARPNESS_OVER_C)
 _SYMBOLS = {mls: "jacobian.mls", w1_norm: "layer.1.weight_norm", inv_sq: "data.inv_sq_norm_mean"}
 
 # per-layer term of the layer form: its maximum over the dense layers must be ≤ 1
-mls_l = sympy.Symbol(r"\overline{\mathrm{MLS}_l}", nonnegative=True)
-w_l_norm = sympy.Symbol(r"\|W_l\|_2", nonnegative=True)
-inv_sq_l = sympy.Symbol(r"\overline{\|h_{l-1}\|^{-2}}", positive=True)
-trace_g_l = sympy.Symbol(r"\operatorname{tr}G_l", nonnegative=True)
-LAYER_RATIO = mls_l / (w_l_norm * sympy.sqrt(inv_sq_l) * sympy.sqrt(trace_g_l / c))
-LAYER_BINDING = {mls_l: "layer.<l>.mls", w_l_norm: "layer.<l>.weight_norm",
-                 inv_sq_l: "layer.<l>.input_inv_sq_mean", trace_g_l: "layer.<l>.ggn_trace",
-                 c: "loss.mse_scale"}
+LAYER_RATIO = MLS_LAYER_RATIO
+LAYER_BINDING = MLS_LAYER_BINDING
 
 MLS = Theorem(
     id="compression.mls",

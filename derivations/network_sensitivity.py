@@ -29,7 +29,7 @@ import random
 import sympy
 import torch
 
-from boundcheck.theorem import Theorem
+from boundcheck.core.theorem import Theorem
 
 from .compression import (
     AT_ZERO_LOSS_MINIMUM,

@@ -34,7 +34,12 @@ import random
 import sympy
 import torch
 
-from boundcheck.theorem import Theorem
+from boundcheck.core.formulas.layer_forms import (
+    NVR_CONSTANT_BINDING,
+    NVR_LAYER_CONSTANT,
+    volume_bound,
+)
+from boundcheck.core.theorem import Theorem
 
 from .compression import (
     AT_ZERO_LOSS_MINIMUM,
@@ -49,7 +54,6 @@ from .compression import (
     trace_g,
 )
 from .proof import Derivation, Step
-from .volume import volume_bound
 
 # --- the theorem -----------------------------------------------------------------------------
 nvr = sympy.Symbol(r"\mathrm{NVR}", real=True)
@@ -61,12 +65,8 @@ constant = sympy.Symbol(r"\sum_l \frac{r_l}{2} \log \frac{\|W_l\|_2^2}"
 rank_sum = sympy.Symbol(r"\sum_l r_l", positive=True, integer=True)
 
 # per-layer piece of the sharpness form: Σ_l of this is compression.nvr_constant
-r_l = sympy.Symbol("r_l", positive=True, integer=True)
-w_l_norm = sympy.Symbol(r"\|W_l\|_2", nonnegative=True)
-gm_l = sympy.Symbol(r"\mathrm{GM}_i \|h_{l-1}(x_i)\|^2", positive=True)
-LAYER_CONSTANT = r_l / 2 * sympy.log(w_l_norm**2 / (r_l * gm_l))
-CONSTANT_BINDING = {r_l: "layer.<l>.r", w_l_norm: "layer.<l>.weight_norm",
-                    gm_l: "layer.<l>.input_sq_gmean"}
+LAYER_CONSTANT = NVR_LAYER_CONSTANT
+CONSTANT_BINDING = NVR_CONSTANT_BINDING
 
 NVR_SHARPNESS_RHS = constant + rank_sum / 2 * sympy.log(SHARPNESS_OVER_C)
 

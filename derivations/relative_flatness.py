@@ -42,7 +42,11 @@ import random
 import sympy
 import torch
 
-from boundcheck.theorem import Theorem
+from boundcheck.core.formulas.layer_forms import (
+    FLATNESS_LAYER_BINDING,
+    FLATNESS_LAYER_RATIO,
+)
+from boundcheck.core.theorem import Theorem
 
 from .compression import (
     SOURCE_PETZKA,
@@ -61,11 +65,8 @@ worst_ratio = sympy.Symbol(
     r"{\kappa^G_{\mathrm{Tr}}(W_l)}", nonnegative=True)
 
 # per-layer term: its maximum over the dense layers must be ≤ 1
-weighted_mls_sq = sympy.Symbol(r"\overline{\|h_{l-1}\|^2 \mathrm{MLS}_l^2}", nonnegative=True)
-kappa = sympy.Symbol(r"\kappa^G_{\mathrm{Tr}}(W_l)", nonnegative=True)
-LAYER_RATIO = weighted_mls_sq / (kappa / c)
-LAYER_BINDING = {weighted_mls_sq: "layer.<l>.weighted_mls_sq", kappa: "layer.<l>.kappa_ggn",
-                 c: "loss.mse_scale"}
+LAYER_RATIO = FLATNESS_LAYER_RATIO
+LAYER_BINDING = FLATNESS_LAYER_BINDING
 
 RELATIVE_FLATNESS_MLS = Theorem(
     id="relative_flatness.mls",

@@ -6,7 +6,7 @@ mass N − 1 on ``[ℓ, t]`` can have moments ``N μ_j − t^j`` (j ≤ k) — r
 localizing-matrix conditions of the truncated Hausdorff moment problem (an outer relaxation,
 so B_k is still an upper bound). ``ℓ = m − s√(N−1)`` is T1's lower bound on λ_min; without it
 the k = 3 bound equals T1. ``B_2`` is exactly T1's ``m + s√(N−1)``; B_3 and B_4 are at least as
-tight (their constraint sets contain B_2's). :mod:`boundcheck.moment_bound` states the
+tight (their constraint sets contain B_2's). :mod:`boundcheck.engines.moment_bound` states the
 program, computes B_k with cvxpy, and certifies every answer in interval arithmetic.
 
 Proof (the steps below are checked). (1) Removing the top eigenvalue t from the spectrum
@@ -30,7 +30,8 @@ import random
 import numpy as np
 import sympy
 
-from boundcheck.theorem import Assumption, Theorem
+from boundcheck.core.formulas.moments import constraint_matrices
+from boundcheck.core.theorem import Assumption, Theorem
 
 from .proof import Derivation, Step
 
@@ -111,8 +112,6 @@ def _spectrum(rng: random.Random) -> np.ndarray:
 def _true_point_feasible(rng: random.Random) -> tuple[float, float]:
     """(−min eigenvalue over all blocks at the true t and moments, tolerance): ≤ means the
     true spectrum satisfies the relaxation."""
-    from boundcheck.moment_bound import constraint_matrices
-
     lam = _spectrum(rng)
     n = lam.size
     m, s = lam.mean(), lam.std()

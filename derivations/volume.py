@@ -35,7 +35,13 @@ import numpy as np
 import sympy
 import torch
 
-from boundcheck.theorem import Theorem
+from boundcheck.core.formulas.layer_forms import (
+    LVR_LAYER_BINDING,
+    LVR_LAYER_BOUND,
+    LVR_LAYER_GAP,
+    volume_bound,
+)
+from boundcheck.core.theorem import Theorem
 
 from .compression import (
     AT_ZERO_LOSS_MINIMUM,
@@ -65,28 +71,15 @@ layers_gap = sympy.Symbol(
     r"\operatorname{tr} G_l / c}{r_l \mathrm{GM}_i \|h_{l-1}\|^2}\right)", real=True)
 
 
-def volume_bound(rank, weight_norm, trace_over_c, gmean):
-    """``(r/2) log(‖W‖² · (tr G/c) / (r · GM ‖h‖²))``: the right side of T6 (and of each
-    layer's term in T7)."""
-    return rank / 2 * sympy.log(weight_norm**2 * trace_over_c / (rank * gmean))
-
-
 LVR_RHS = volume_bound(r, w1_norm, GGN_OVER_C, gm)
 LVR_SHARPNESS_RHS = volume_bound(r, w1_norm, SHARPNESS_OVER_C, gm)
 _SYMBOLS = {log_lvr: "jacobian.log_lvr", r: "jacobian.r", w1_norm: "layer.1.weight_norm",
             gm: "data.sq_norm_gmean"}
 
 # per-layer term of the layer form: its maximum over the dense layers must be ≤ 0
-log_lvr_l = sympy.Symbol(r"\overline{\log \mathrm{LVR}_l}", real=True)
-r_l = sympy.Symbol("r_l", positive=True, integer=True)
-w_l_norm = sympy.Symbol(r"\|W_l\|_2", nonnegative=True)
-trace_g_l = sympy.Symbol(r"\operatorname{tr}G_l", nonnegative=True)
-gm_l = sympy.Symbol(r"\mathrm{GM}_i \|h_{l-1}(x_i)\|^2", positive=True)
-LAYER_BOUND = volume_bound(r_l, w_l_norm, trace_g_l / c, gm_l)
-LAYER_GAP = log_lvr_l - LAYER_BOUND
-LAYER_BINDING = {log_lvr_l: "layer.<l>.log_lvr", r_l: "layer.<l>.r",
-                 w_l_norm: "layer.<l>.weight_norm", trace_g_l: "layer.<l>.ggn_trace",
-                 gm_l: "layer.<l>.input_sq_gmean", c: "loss.mse_scale"}
+LAYER_BOUND = LVR_LAYER_BOUND
+LAYER_GAP = LVR_LAYER_GAP
+LAYER_BINDING = LVR_LAYER_BINDING
 
 LVR = Theorem(
     id="compression.lvr",

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import sympy
 
-from boundcheck.estimate import Estimate
-from boundcheck.theorem import Assumption, Theorem
+from boundcheck.core.estimate import Estimate
+from boundcheck.core.theorem import Assumption, Theorem
 
 from .proof import Derivation, Step
 

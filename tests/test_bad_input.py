@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import boundcheck as bc
-from boundcheck.models import mlp
+from boundcheck.harness.models import mlp
 
 
 def data(n=8, d=3, k=3):

@@ -10,7 +10,11 @@ import sympy
 import torch
 
 import boundcheck as bc
-from boundcheck.check import (
+from boundcheck.cli import main
+from boundcheck.core.estimate import Estimate
+from boundcheck.core.verdict import Slack, TheoremResult, Verdict
+from boundcheck.harness.models import mlp
+from boundcheck.outputs.check import (
     DEFAULT_TOLERANCE,
     FAIL,
     NOTE,
@@ -19,12 +23,8 @@ from boundcheck.check import (
     compare_one,
     slack_movement,
 )
-from boundcheck.cli import main
-from boundcheck.estimate import Estimate
-from boundcheck.junit import junit_xml
-from boundcheck.models import mlp
+from boundcheck.outputs.junit import junit_xml
 from boundcheck.quantities import QUANTITIES, quantity
-from boundcheck.verdict import Slack, TheoremResult, Verdict
 from derivations import wolkowicz_styan as ws
 
 T1_SYMBOLS = {k: v for k, v in ws.SYMBOLS.items() if k in (ws.lam_max, ws.m, ws.s, ws.N)}

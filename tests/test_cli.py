@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from boundcheck.cli import main
-from boundcheck.report import latexmk_available
-from boundcheck.results import Results
+from boundcheck.outputs.report import latexmk_available
+from boundcheck.verification.results import Results
 
 SMALL = """
 name = "tiny"
@@ -78,7 +78,7 @@ def test_default_run_builds_pdf(tmp_path):
 
 
 def test_experiment_config_dispatches_to_the_experiment(tmp_path, monkeypatch, capsys):
-    from boundcheck.experiments import compression
+    from boundcheck.harness.experiments import compression
 
     calls = []
     monkeypatch.setattr(compression, "run_experiment",

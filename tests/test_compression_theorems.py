@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import boundcheck as bc
-from boundcheck import strategies as bst
-from boundcheck import zoo
-from boundcheck.models import mlp
-from boundcheck.training import Recipe, train
+from boundcheck.harness import zoo
+from boundcheck.harness.models import mlp
+from boundcheck.harness.training import Recipe, train
+from boundcheck.outputs import strategies as bst
 from derivations import (
     centered_sensitivity,
     input_gradient,
@@ -414,7 +414,7 @@ def test_both_sides_minus_infinity_hold_without_nan():
 
 # --- the experiment --------------------------------------------------------------------------
 def test_local_dimensionality_moves_either_way_while_sharpness_falls():
-    from boundcheck.experiments.compression import local_dimensionality_demo
+    from boundcheck.harness.experiments.compression import local_dimensionality_demo
 
     falls, rises = local_dimensionality_demo(points=4)["paths"].values()
     for path in (falls, rises):
@@ -451,7 +451,7 @@ target_loss = 0.0
 def test_experiment_runs_and_analyses(tmp_path):
     import json
 
-    from boundcheck.experiments import compression as experiment
+    from boundcheck.harness.experiments import compression as experiment
 
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_SWEEP)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from boundcheck.config import RunConfig, flatten_paths, set_path
-from boundcheck.pipeline import prepare
-from boundcheck.sweep import expand
+from boundcheck.harness.config import RunConfig, flatten_paths, set_path
+from boundcheck.harness.pipeline import prepare
+from boundcheck.harness.sweep import expand
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
 

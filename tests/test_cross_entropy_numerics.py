@@ -18,7 +18,7 @@ from hyperdual import HyperDual, hd_exp, hd_log, hd_tanh, seeded
 from torch import nn
 
 import boundcheck as bc
-from boundcheck.curvature import HessianOperator
+from boundcheck.engines.curvature import HessianOperator
 
 DIGITS = 50
 MARGIN = 30.0  # smallest logit margin: 1 − p_y ≈ 2·e^{-30} ≈ 2e-13

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from torch import nn
 
 import boundcheck as bc
-from boundcheck.curvature import GaussNewton, HessianOperator
-from boundcheck.models import mlp
+from boundcheck.engines.curvature import GaussNewton, HessianOperator
+from boundcheck.engines.sequential import subject_structure
+from boundcheck.harness.models import mlp
 from boundcheck.quantities import Budget, Context, NotAffordableError
 from boundcheck.quantities.hessian import matrix_free_trace, spectral_density, top_eigenvalues
-from boundcheck.sequential import subject_structure
 
 MATRIX_FREE = Budget(max_dense_params=0)
 
@@ -234,7 +234,7 @@ def test_quantities_beyond_the_dense_budget_use_estimators(make):
     for name in ("hessian.lambda_max", "hessian.lambda_min"):
         e = est[name]
         assert e.kind == "statistical" and e.half_width <= 1e-8 * abs(truth["hessian.lambda_max"])
-    # sequential MLPs get the exact trace (boundcheck.sequential_hessian), others estimators
+    # sequential MLPs get the exact trace (boundcheck.engines.sequential_hessian), others estimators
     exact = not isinstance(subject_structure(subject), str)
     assert est["hessian.trace"].kind == ("exact" if exact else "statistical")
 

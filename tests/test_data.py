@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boundcheck import data
+from boundcheck.harness import data
 
 
 def test_bundled_shapes_and_image_layout():
@@ -34,7 +34,7 @@ def test_gaussian_mixture_is_seeded():
 
 
 def test_teacher_labels_are_the_teachers_argmax():
-    from boundcheck.zoo import mlp
+    from boundcheck.harness.zoo import mlp
 
     x, y = data.teacher(64, 5, 3, hidden=[7], activation="tanh", seed=4)
     teacher = mlp([5, 7, 3], "tanh", seed=5)  # the generator seeds its teacher with seed + 1

@@ -13,9 +13,9 @@ import pytest
 import scipy.stats
 import torch
 
-from boundcheck.curvature import SymmetricMatrixOperator
-from boundcheck.estimators import stream_seed
-from boundcheck.estimators.lanczos import (
+from boundcheck.engines.curvature import SymmetricMatrixOperator
+from boundcheck.engines.estimators import stream_seed
+from boundcheck.engines.estimators.lanczos import (
     _kw_upper,
     extreme_eigenvalue,
     kw_epsilon,
@@ -25,7 +25,7 @@ from boundcheck.estimators.lanczos import (
     top_ritz_pairs,
     two_by_two_bound,
 )
-from boundcheck.estimators.trace import (
+from boundcheck.engines.estimators.trace import (
     CRITICAL_ALPHAS,
     CRITICAL_VALUES,
     MIN_SAMPLES,

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import boundcheck as bc
-from boundcheck.curvature import HessianOperator
-from boundcheck.losses import make_loss
-from boundcheck.models import mlp
+from boundcheck.core.losses import make_loss
+from boundcheck.engines.curvature import HessianOperator
+from boundcheck.harness.models import mlp
 
 
 def reference_hessian(subject: bc.Subject) -> torch.Tensor:

@@ -9,8 +9,8 @@ import sympy
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boundcheck import intervals
-from boundcheck.estimate import Estimate, combine_kind
+from boundcheck.core import intervals
+from boundcheck.core.estimate import Estimate, combine_kind
 
 x, y = sympy.symbols("x y", real=True)
 p = sympy.Symbol("p", nonnegative=True)
@@ -81,7 +81,7 @@ def test_results_round_trip_keeps_an_unregistered_theorems_statement(tmp_path):
     import numpy as np
 
     import boundcheck as bc
-    from boundcheck.results import Results
+    from boundcheck.verification.results import Results
 
     t = bc.Theorem(id="tmp.user_bound", title="user", lhs=x, rhs=x + 1,
                    symbols={x: "hessian.trace"}, source="me", slack="difference")

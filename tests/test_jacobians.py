@@ -1,6 +1,6 @@
 """Jacobian, weight and data-geometry quantities against brute force in float64.
 
-References are built independently of boundcheck.jacobians: one sample at a time with
+References are built independently of boundcheck.engines.jacobians: one sample at a time with
 torch.autograd.functional.jacobian (input and layer-input Jacobians, the network split at the
 layer), torch.autograd.grad per output (weight gradients), explicit output Hessians
 (c·I, or diag(p) − ppᵀ from a softmax), a dense Gauss–Newton block for κ^G, and
@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import boundcheck as bc
-from boundcheck.layers import structure
-from boundcheck.models import mlp
+from boundcheck.core.layers import structure
+from boundcheck.harness.models import mlp
 from boundcheck.quantities import Context, NotApplicableError
 
 AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d)

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import boundcheck as bc
-from boundcheck.layers import discover
-from boundcheck.models import mlp
+from boundcheck.core.layers import discover
+from boundcheck.harness.models import mlp
 from boundcheck.quantities import Context, NotApplicableError
 
 

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boundcheck.losses import make_loss, stable_cross_entropy
+from boundcheck.core.losses import make_loss, stable_cross_entropy
 
 
 @settings(max_examples=30)

@@ -1,4 +1,4 @@
-"""The finite-perturbation LVR (boundcheck.lvr): exact for linear maps, converging to the
+"""The finite-perturbation LVR (boundcheck.engines.lvr): exact for linear maps, converging to the
 Jacobian form as the noise shrinks, −∞-safe, and with a replicate interval of tested coverage."""
 
 import math
@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import boundcheck as bc
-from boundcheck.lvr import finite_log_lvr, finite_log_lvr_mean, perturbations_for
-from boundcheck.models import mlp
+from boundcheck.engines.lvr import finite_log_lvr, finite_log_lvr_mean, perturbations_for
+from boundcheck.harness.models import mlp
 
 
 def _jacobian_form(net, x) -> float:
@@ -46,7 +46,7 @@ def test_converges_to_the_jacobian_form(sizes):
 
 
 def test_cnn_converges_too():
-    from boundcheck import zoo
+    from boundcheck.harness import zoo
 
     gen = torch.Generator().manual_seed(0)
     net = zoo.build_model({"model": "lenet", "channels": [2], "hidden": [4], "seed": 0},

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import boundcheck as bc
-from boundcheck import moment_bound as mb
+from boundcheck.engines import moment_bound as mb
 from derivations import trace_moments
 from derivations.proof import Step, StepFailed
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import boundcheck as bc
-from boundcheck.models import mlp
+from boundcheck.harness.models import mlp
 from derivations import wolkowicz_styan as ws
 
 PLANTED = bc.Theorem(

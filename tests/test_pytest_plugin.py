@@ -9,7 +9,7 @@ import pytest
 import sympy
 
 import boundcheck as bc
-from boundcheck.check import assert_bound_holds, assert_bounds_hold
+from boundcheck.outputs.check import assert_bound_holds, assert_bounds_hold
 from derivations import wolkowicz_styan as ws
 
 pytest_plugins = ["pytester"]
@@ -28,7 +28,7 @@ def matrix():
 
 
 def test_plugin_import_is_cheap_and_loads_no_engine():
-    code = ("import sys, boundcheck.pytest_plugin; "
+    code = ("import sys, boundcheck.outputs.pytest_plugin; "
             "print(sorted(m for m in ('torch', 'sympy', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout

@@ -4,7 +4,7 @@ import sympy
 import torch
 
 import boundcheck as bc
-from boundcheck import data, models, training
+from boundcheck.harness import data, models, training
 
 
 def test_readme_api_example_and_own_theorem():

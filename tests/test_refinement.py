@@ -4,7 +4,7 @@ import sympy
 import torch
 
 import boundcheck as bc
-from boundcheck.models import mlp
+from boundcheck.harness.models import mlp
 
 
 def subject():

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import boundcheck as bc
-from boundcheck import strategies as bst
+from boundcheck.outputs import strategies as bst
 from derivations import relative_flatness as t8
 
 

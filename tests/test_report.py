@@ -17,7 +17,8 @@ from scipy import stats
 
 import boundcheck as bc
 from boundcheck.cli import main
-from boundcheck.report import (
+from boundcheck.harness.store import job_records
+from boundcheck.outputs.report import (
     Report,
     latexmk_available,
     load_runs,
@@ -25,12 +26,11 @@ from boundcheck.report import (
     render_latex,
     write_report,
 )
-from boundcheck.report.figures import correlation
-from boundcheck.report.latex import _environment, identifier
-from boundcheck.report.markdown import render_markdown
-from boundcheck.report.model import make_runs
-from boundcheck.report.text import heading, latex_escape, latex_text, mathtext
-from boundcheck.store import job_records
+from boundcheck.outputs.report.figures import correlation
+from boundcheck.outputs.report.latex import _environment, identifier
+from boundcheck.outputs.report.markdown import render_markdown
+from boundcheck.outputs.report.model import make_runs
+from boundcheck.outputs.report.text import heading, latex_escape, latex_text, mathtext
 from derivations import wolkowicz_styan as ws
 
 needs_tex = pytest.mark.skipif(not latexmk_available(), reason="latexmk/pdflatex not installed")
@@ -209,7 +209,7 @@ def test_runs_form_series_by_sweep_point_and_step():
 
 
 def test_sweep_axes_and_labels_for_a_grid_of_models():
-    from boundcheck.report.figures import _sweep_axes
+    from boundcheck.outputs.report.figures import _sweep_axes
 
     grid = []
     for model in ("mlp", "cnn"):
@@ -371,7 +371,7 @@ def test_every_registered_title_typesets(tmp_path):
     _overfull_boxes(doc)  # compiles without error (long formulas may run into the margin)
     from matplotlib.mathtext import MathTextParser
 
-    from boundcheck.report.figures import mpl_label
+    from boundcheck.outputs.report.figures import mpl_label
 
     for t in titles:
         MathTextParser("path").parse(mpl_label(t))

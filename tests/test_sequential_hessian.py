@@ -23,12 +23,12 @@ from torch import nn
 from torch.func import functional_call
 
 import boundcheck as bc
-import boundcheck.sequential_hessian as sh
-from boundcheck.curvature import HessianOperator, dense_hessian
-from boundcheck.models import mlp
+import boundcheck.engines.sequential_hessian as sh
+from boundcheck.engines.curvature import HessianOperator, dense_hessian
+from boundcheck.engines.sequential import sequential_structure, subject_structure
+from boundcheck.harness.models import mlp
 from boundcheck.quantities import Budget, Context
 from boundcheck.quantities.hessian import dense_spectrum, matrix_free_trace
-from boundcheck.sequential import sequential_structure, subject_structure
 
 ACTS = ["tanh", "gelu", "softplus", "sigmoid", "relu", "identity"]
 

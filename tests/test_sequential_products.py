@@ -15,10 +15,10 @@ from test_sequential_hessian import (
 from torch import nn
 
 import boundcheck as bc
-from boundcheck.curvature import HessianOperator, hessian_operator
-from boundcheck.estimators.lanczos import extreme_eigenvalue
-from boundcheck.sequential import subject_structure
-from boundcheck.sequential_products import SequentialHessianOperator
+from boundcheck.engines.curvature import HessianOperator, hessian_operator
+from boundcheck.engines.estimators.lanczos import extreme_eigenvalue
+from boundcheck.engines.sequential import subject_structure
+from boundcheck.engines.sequential_products import SequentialHessianOperator
 
 
 def r_operator(subject: bc.Subject) -> SequentialHessianOperator:

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from boundcheck.config import RunConfig
-from boundcheck.pipeline import train_and_verify
-from boundcheck.store import (
+from boundcheck.harness.config import RunConfig
+from boundcheck.harness.pipeline import train_and_verify
+from boundcheck.harness.store import (
     ResultStore,
     canonical,
     error_records,

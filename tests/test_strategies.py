@@ -1,4 +1,4 @@
-"""``boundcheck.strategies`` generate what they promise: chosen spectra, orthogonal bases,
+"""``boundcheck.outputs.strategies`` generate what they promise: chosen spectra, orthogonal bases,
 MLPs, data sets and subjects (and T1 never comes out VIOLATED on them)."""
 
 import numpy as np
@@ -7,7 +7,7 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 import boundcheck as bc
-from boundcheck import strategies as bst
+from boundcheck.outputs import strategies as bst
 
 
 @given(bst.spectra((1, 10)))

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from boundcheck.config import RunConfig
-from boundcheck.store import ResultStore, canonical
-from boundcheck.sweep import InProcessExecutor, expand, open_executor, run_sweep
+from boundcheck.harness.config import RunConfig
+from boundcheck.harness.store import ResultStore, canonical
+from boundcheck.harness.sweep import InProcessExecutor, expand, open_executor, run_sweep
 
 TINY = {
     "name": "tiny",

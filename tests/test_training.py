@@ -7,11 +7,12 @@ import json
 import pytest
 import torch
 
-from boundcheck.config import RunConfig
-from boundcheck.data import gaussian_mixture
-from boundcheck.pipeline import run, train_and_verify
-from boundcheck.training import Recipe, train
-from boundcheck.zoo import mlp
+from boundcheck.harness.config import RunConfig
+from boundcheck.harness.data import gaussian_mixture
+from boundcheck.harness.pipeline import train_and_verify
+from boundcheck.harness.training import Recipe, train
+from boundcheck.harness.zoo import mlp
+from boundcheck.outputs.run import run
 
 
 def _problem(n=40, seed=0):

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import boundcheck as bc
-from boundcheck.models import mlp
+from boundcheck.harness.models import mlp
 from boundcheck.quantities import Context, NotApplicableError
 from boundcheck.quantities.data_geometry import gram_matrix
 from boundcheck.quantities.weights import conv_norm_bracket, conv_operator_norm, linear_norm

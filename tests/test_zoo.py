@@ -7,8 +7,8 @@ from torch import nn
 from torch.func import functional_call
 
 import boundcheck as bc
-from boundcheck.curvature import dense_hessian
-from boundcheck.zoo import ACTIVATIONS, ARCHITECTURES, build_model
+from boundcheck.engines.curvature import dense_hessian
+from boundcheck.harness.zoo import ACTIVATIONS, ARCHITECTURES, build_model
 
 # Tiny instances of every architecture, with inputs of the kind each takes.
 TINY = {
@@ -95,7 +95,7 @@ def test_mlp_flattens_images_and_keeps_plain_layout_for_vectors():
 
 
 def test_legacy_models_module_still_works():
-    from boundcheck.models import mlp
+    from boundcheck.harness.models import mlp
 
     net = mlp([4, 3, 2], "tanh", seed=0)
     assert isinstance(net, nn.Sequential) and len(net) == 3

@@ -3,15 +3,15 @@ from them, and the norm-level Tier B bounds — for f(x) = Vσ(Wx+b)+c with cros
 
 Each raises :class:`NotApplicableError` (verdict NOT_APPLICABLE, with the reason) on any
 other architecture or loss. The bounds are Estimates whose interval comes from interval
-evaluation over their inputs' intervals (see :mod:`boundcheck.closed_form`).
+evaluation over their inputs' intervals (see :mod:`boundcheck.engines.closed_form`).
 """
 
 from __future__ import annotations
 
-from .. import closed_form as cf
-from .. import intervals
-from ..estimate import Estimate
-from . import Context, NotAffordableError, NotApplicableError, quantity
+from boundcheck.core import intervals
+from boundcheck.core.estimate import Estimate
+from boundcheck.engines import closed_form as cf
+from boundcheck.quantities.registry import Context, NotAffordableError, NotApplicableError, quantity
 
 
 def _traces(ctx: Context) -> cf.ClosedFormTraces:
@@ -53,10 +53,20 @@ def _fro2(ctx: Context) -> Estimate:
     return est.clamp_below(0.0)
 
 
+@quantity("closed_form.hidden_width", "h, the hidden width of a one-hidden-layer smooth net "
+          "f = Vσ(Wx+b)+c (NOT_APPLICABLE with the reason for any other architecture)", "h")
+def _hidden_width(ctx: Context) -> Estimate:
+    try:
+        net = cf.two_layer_net(ctx.subject)
+    except cf.ArchitectureMismatch as err:
+        raise NotApplicableError(str(err)) from err
+    return Estimate.exact(float(net.V.shape[1]), 0.0, "the architecture's hidden layer")
+
+
 @quantity("closed_form.ws_lambda_max", "Wolkowicz–Styan λ_max bound from the closed-form "
           "traces (T2 Tier A)", r"B_{\mathrm{T2A}}")
 def _ws(ctx: Context) -> Estimate:
-    from derivations import closed_form_ce as cfd
+    from boundcheck.core.formulas import closed_form as cfd
 
     t, f = ctx.get("closed_form.trace"), ctx.get("closed_form.fro2")
     p = _traces(ctx).num_params

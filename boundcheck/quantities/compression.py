@@ -1,8 +1,9 @@
 """Quantities of the compression theorems T3–T8 that combine the per-layer primitives of
 :mod:`.jacobian`, :mod:`.weights` and :mod:`.data_geometry` (THEOREMS.md).
 
-The per-layer terms are sympy expressions in :mod:`derivations` (the source of truth); here
-they are interval-evaluated (:func:`boundcheck.intervals.evaluate`, outward rounding) over each
+The per-layer terms are sympy expressions in :mod:`boundcheck.core.formulas.layer_forms`
+(proved in :mod:`derivations`); here
+they are interval-evaluated (:func:`boundcheck.core.intervals.evaluate`, outward rounding) over each
 dense layer's estimates and combined: a maximum for the "at every dense layer" forms, a sum for
 network-wide right sides. Weight-shared layers are left out (their reason is recorded in
 ``details["excluded"]``); a layer whose left side is exactly 0 (ratio forms) or −∞ (log forms)
@@ -24,7 +25,7 @@ Names:
   ``compression.nvr_rank_sum``       R = Σ_l r_l
   ``relative_flatness.mls_ratio``    max over dense l of (1/n)Σ ‖h‖² MLS_l² / (κ^G(W_l)/c)  (T8)
   ``relative_flatness.kappa_sum``    Σ over dense l of κ^G_Tr(W_l)
-  ``lvr.finite_perturbation``        mean finite-perturbation log LVR (:mod:`boundcheck.lvr`)
+  ``lvr.finite_perturbation``        mean finite-perturbation log LVR (engines.lvr)
   ``compression.mls_centered``       (1/n)Σ σ_max(P J_x), P = I − 11ᵀ/K (the part of J_x a
                                      shift-invariant loss such as cross-entropy sees)
   ``compression.layer.<l>.mls_centered``, ``compression.nmls_centered``  the same per layer,
@@ -41,11 +42,12 @@ from dataclasses import dataclass
 import sympy
 import torch
 
-from .. import intervals
-from ..estimate import Estimate, combine_kind
-from ..subject import Subject
-from . import Context, NotApplicableError, quantity
-from .data_geometry import structure
+from boundcheck.core import intervals
+from boundcheck.core.estimate import Estimate, combine_kind
+from boundcheck.core.formulas import layer_forms as lf
+from boundcheck.core.subject import Subject
+from boundcheck.quantities.data_geometry import structure
+from boundcheck.quantities.registry import Context, NotApplicableError, quantity
 
 LAYER = "<l>"
 
@@ -158,12 +160,10 @@ def _residual_tolerance(ctx: Context) -> Estimate:
 
 # -- per-layer maxima ---------------------------------------------------------------------
 def _layers_ratio(ctx: Context, frobenius: bool) -> Estimate:
-    from derivations import input_gradient as t3
-
-    binding = t3.LAYER_BINDING_F if frobenius else t3.LAYER_BINDING_2
-    return max_over_dense_layers(ctx, t3.LAYER_RATIO, binding,
+    binding = lf.INPUT_GRADIENT_BINDING_F if frobenius else lf.INPUT_GRADIENT_BINDING_2
+    return max_over_dense_layers(ctx, lf.INPUT_GRADIENT_LAYER_RATIO, binding,
                                  "max over dense layers of the T3 ratio / ‖W_l‖_2",
-                                 trivial=t3.rho_l)
+                                 trivial=lf.rho_l)
 
 
 @quantity("compression.input_gradient_layers_ratio",
@@ -184,33 +184,27 @@ def _input_gradient_layers_fro(ctx: Context) -> Estimate:
           "max over dense l of MLS_l / (‖W_l‖_2 √((1/n)Σ‖h_{l-1}‖⁻²) √(tr G_l / c))",
           r"\max_l \mathrm{MLS}_l / \mathrm{bound}_l")
 def _mls_layers_ratio(ctx: Context) -> Estimate:
-    from derivations import local_sensitivity as t4
-
-    return max_over_dense_layers(ctx, t4.LAYER_RATIO, t4.LAYER_BINDING,
+    return max_over_dense_layers(ctx, lf.MLS_LAYER_RATIO, lf.MLS_LAYER_BINDING,
                                  "max over dense layers of MLS_l / its T4 bound",
-                                 trivial=t4.mls_l)
+                                 trivial=lf.mls_l)
 
 
 @quantity("compression.lvr_layers_gap",
           "max over dense l of (1/n)Σ log LVR_l − (r_l/2) log(‖W_l‖² (tr G_l/c)/(r_l GM‖h‖²))",
           r"\max_l (\overline{\log \mathrm{LVR}_l} - \mathrm{bound}_l)")
 def _lvr_layers_gap(ctx: Context) -> Estimate:
-    from derivations import volume as t6
-
-    return max_over_dense_layers(ctx, t6.LAYER_GAP, t6.LAYER_BINDING,
+    return max_over_dense_layers(ctx, lf.LVR_LAYER_GAP, lf.LVR_LAYER_BINDING,
                                  "max over dense layers of mean log LVR_l − its T6 bound",
-                                 trivial=t6.log_lvr_l, trivial_value=-math.inf)
+                                 trivial=lf.log_lvr_l, trivial_value=-math.inf)
 
 
 @quantity("relative_flatness.mls_ratio",
           "max over dense l of (1/n)Σ_i ‖h_{l-1}‖² MLS_l(x_i)² / (κ^G_Tr(W_l) / c)",
           r"\max_l \frac{c\,\overline{\|h\|^2 \mathrm{MLS}_l^2}}{\kappa^G_{\mathrm{Tr}}(W_l)}")
 def _relative_flatness_ratio(ctx: Context) -> Estimate:
-    from derivations import relative_flatness as t8
-
-    return max_over_dense_layers(ctx, t8.LAYER_RATIO, t8.LAYER_BINDING,
+    return max_over_dense_layers(ctx, lf.FLATNESS_LAYER_RATIO, lf.FLATNESS_LAYER_BINDING,
                                  "max over dense layers of (1/n)Σ‖h‖²MLS_l² / (κ^G/c)",
-                                 trivial=t8.weighted_mls_sq)
+                                 trivial=lf.weighted_mls_sq)
 
 
 # -- network-wide sums (T7) ---------------------------------------------------------------
@@ -219,10 +213,8 @@ def _relative_flatness_ratio(ctx: Context) -> Estimate:
           r"\sum_l \frac{r_l}{2} \log \frac{\|W_l\|_2^2 \operatorname{tr}G_l/c}"
           r"{r_l \mathrm{GM}\|h_{l-1}\|^2}")
 def _nvr_bound(ctx: Context) -> Estimate:
-    from derivations import volume as t6
-
-    binding = {s: q for s, q in t6.LAYER_BINDING.items() if s != t6.log_lvr_l}
-    return sum_over_dense_layers(ctx, t6.LAYER_BOUND, binding,
+    binding = {s: q for s, q in lf.LVR_LAYER_BINDING.items() if s != lf.log_lvr_l}
+    return sum_over_dense_layers(ctx, lf.LVR_LAYER_BOUND, binding,
                                  "Σ over dense layers of the T6 layer bound (sympy, intervals)")
 
 
@@ -230,9 +222,7 @@ def _nvr_bound(ctx: Context) -> Estimate:
           "Σ_{dense l} (r_l/2) log(‖W_l‖_2² / (r_l GM_i ‖h_{l-1}(x_i)‖²))",
           r"\sum_l \frac{r_l}{2} \log \frac{\|W_l\|_2^2}{r_l \mathrm{GM}\|h_{l-1}\|^2}")
 def _nvr_constant(ctx: Context) -> Estimate:
-    from derivations import network_volume as t7
-
-    return sum_over_dense_layers(ctx, t7.LAYER_CONSTANT, t7.CONSTANT_BINDING,
+    return sum_over_dense_layers(ctx, lf.NVR_LAYER_CONSTANT, lf.NVR_CONSTANT_BINDING,
                                  "Σ over dense layers (sympy, intervals)")
 
 
@@ -249,9 +239,9 @@ def _nvr_rank_sum(ctx: Context) -> Estimate:
           "log-det of output vs projected input covariance (Monte Carlo)",
           r"\overline{\log \mathrm{LVR}_\varepsilon}")
 def _finite_lvr(ctx: Context) -> Estimate:
-    from ..lvr import finite_log_lvr_mean
-    from ..subject import Subject
-    from .data_geometry import samples
+    from boundcheck.core.subject import Subject
+    from boundcheck.engines.lvr import finite_log_lvr_mean
+    from boundcheck.quantities.data_geometry import samples
 
     if not isinstance(ctx.subject, Subject):
         raise NotApplicableError("the finite-perturbation LVR needs a network and its inputs")
@@ -263,9 +253,7 @@ def _finite_lvr(ctx: Context) -> Estimate:
           "Σ over dense layers l of κ^G_Tr(W_l) (relative flatness of the dense layers)",
           r"\sum_l \kappa^G_{\mathrm{Tr}}(W_l)")
 def _kappa_sum(ctx: Context) -> Estimate:
-    from derivations import relative_flatness as t8
-
-    return sum_over_dense_layers(ctx, t8.kappa, {t8.kappa: "layer.<l>.kappa_ggn"},
+    return sum_over_dense_layers(ctx, lf.kappa, lf.KAPPA_BINDING,
                                  "Σ over dense layers of κ^G_Tr(W_l)")
 
 
@@ -281,7 +269,7 @@ def centring(k: int, dtype, device) -> torch.Tensor:
 def centred_mls(stats, in_dim: int, u: float, what: str) -> Estimate:
     """(1/n) Σ_i σ_max(P J_i) from the Grams J̃J̃ᵀ: σ_max(PJ)² = λ_max(Qᵀ JJᵀ Q), moved by
     at most ‖J̃J̃ᵀ − JJᵀ‖_F (Weyl) plus eigvalsh's backward error."""
-    from .jacobian import gram_error
+    from boundcheck.quantities.jacobian import gram_error
 
     gram = stats.gram
     k = gram.shape[1]
@@ -303,8 +291,8 @@ def centred_mls(stats, in_dim: int, u: float, what: str) -> Estimate:
 @quantity("compression.mls_centered", "(1/n) Σ_i σ_max(P J_x(x_i)), P = I − 11ᵀ/K",
           r"\overline{\mathrm{MLS}^{\perp}}")
 def _mls_centred(ctx: Context) -> Estimate:
-    from .data_geometry import samples, u_of
-    from .jacobian import input_jacobian_stats
+    from boundcheck.quantities.data_geometry import samples, u_of
+    from boundcheck.quantities.jacobian import input_jacobian_stats
 
     return centred_mls(input_jacobian_stats(ctx), samples(ctx)[0].numel(), u_of(ctx), "J_x")
 
@@ -313,8 +301,8 @@ def _mls_centred(ctx: Context) -> Estimate:
           "(1/n) Σ_i σ_max(P J_{h,<l>}(x_i)), P = I − 11ᵀ/K",
           r"\overline{\mathrm{MLS}^{\perp}_{<l>}}")
 def _layer_mls_centred(ctx: Context, index: int) -> Estimate:
-    from .data_geometry import single_input_layer, u_of
-    from .jacobian import layer_jacobian_stats
+    from boundcheck.quantities.data_geometry import single_input_layer, u_of
+    from boundcheck.quantities.jacobian import layer_jacobian_stats
 
     return centred_mls(layer_jacobian_stats(ctx, index), single_input_layer(ctx, index).input_dim,
                        u_of(ctx), f"J_h,{index}")
@@ -332,8 +320,8 @@ def _nmls_centred(ctx: Context) -> Estimate:
           "a = min_i λ_min(A_i on 1^⊥): the smallest curvature of the loss in the output "
           "directions that change it (A_i 1 = 0, e.g. cross-entropy)", "a")
 def _curvature_floor(ctx: Context) -> Estimate:
-    from .data_geometry import u_of
-    from .jacobian import output_hessians
+    from boundcheck.quantities.data_geometry import u_of
+    from boundcheck.quantities.jacobian import output_hessians
 
     if not isinstance(ctx.subject, Subject):
         raise NotApplicableError("needs a network, data and a loss")
@@ -364,7 +352,7 @@ def _curvature_floor(ctx: Context) -> Estimate:
 
 def _min_probability_lower(ctx: Context) -> float:
     """A lower bound on min_{i,k} softmax(f(x_i))_k from log-softmax (no cancellation)."""
-    from .data_geometry import u_of
+    from boundcheck.quantities.data_geometry import u_of
 
     lows = []
     for b in ctx.subject.batches:

@@ -24,10 +24,10 @@ from collections.abc import Iterator
 
 import torch
 
-from .. import layers as layer_discovery
-from ..estimate import Estimate
-from ..jacobians import capture_inputs, unit_roundoff
-from . import Context, NotApplicableError, quantity
+from boundcheck.core import layers as layer_discovery
+from boundcheck.core.estimate import Estimate
+from boundcheck.engines.jacobians import capture_inputs, unit_roundoff
+from boundcheck.quantities.registry import Context, NotApplicableError, quantity
 
 GRAM_BLOCK = 2048
 

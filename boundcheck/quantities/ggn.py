@@ -1,11 +1,11 @@
 """The Gauss–Newton split of the loss Hessian, ``H = G + R`` (THEOREMS.md conventions).
 
 * ``ggn.trace``: ``tr G = (1/n) Σ_i tr(J_i J_iᵀ A_i)``, exact, from per-sample Jacobians
-  (:class:`boundcheck.curvature.GaussNewton`; K reverse passes per batch, vectorised over
+  (:class:`boundcheck.engines.curvature.GaussNewton`; K reverse passes per batch, vectorised over
   samples) and the loss's own output Hessians ``A_i``.
 * ``residual.trace``: ``tr R = tr H − tr G``; exact from the dense Hessian when affordable,
   otherwise Hutchinson on ``vᵀHv − vᵀGv`` with a calibrated interval
-  (:mod:`boundcheck.estimators.trace`).
+  (:mod:`boundcheck.engines.estimators.trace`).
 
 Near a minimum R is small, which is what makes the control-variate ``hessian.trace``
 (``tr G`` exact plus an estimate of ``tr R``) narrow; see :mod:`.hessian`.
@@ -13,12 +13,12 @@ Near a minimum R is small, which is what makes the control-variate ``hessian.tra
 
 from __future__ import annotations
 
-from ..curvature import GaussNewton, hessian_operator
-from ..estimate import UNIT_ROUNDOFF, Estimate
-from ..estimators import stream_seed
-from ..estimators.trace import CRITICAL_ALPHAS, residual_trace
-from ..subject import Subject
-from . import Context, NotAffordableError, NotApplicableError, quantity
+from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate
+from boundcheck.core.subject import Subject
+from boundcheck.engines.curvature import GaussNewton, hessian_operator
+from boundcheck.engines.estimators import stream_seed
+from boundcheck.engines.estimators.trace import CRITICAL_ALPHAS, residual_trace
+from boundcheck.quantities.registry import Context, NotAffordableError, NotApplicableError, quantity
 
 U = UNIT_ROUNDOFF["float64"]
 

@@ -5,7 +5,7 @@ Rounding model for "exact": the dense Hessian H̃ from autograd differs from H b
 perturbation E. We bound ``‖E‖_F ≤ 2‖H̃ − H̃ᵀ‖_F + 8·u·P·‖H̃‖_F`` (the measured asymmetry is
 the rounding noise autograd actually made; the second term is a floor from standard
 summation bounds), plus the a-priori bound of the layer-block route for sequential MLPs
-(:mod:`boundcheck.sequential_hessian`, whose H̃ is exactly symmetric). Eigenvalues move by
+(:mod:`boundcheck.engines.sequential_hessian`, whose H̃ is exactly symmetric). Eigenvalues move by
 at most ``‖E‖_2 ≤ ‖E‖_F`` (Weyl), plus LAPACK's backward error; traces by ``√P‖E‖_F``.
 The spectral variance s² is computed as ``‖H − mI‖_F²/P``, never as ``tr(H²)/P − m²``
 (which cancels catastrophically).
@@ -17,10 +17,10 @@ The dense λ_max / λ_min brackets are Cholesky-checked: ``(λ̂_max + e) I − 
 "Accuracy and Stability of Numerical Algorithms", 2nd ed., Thm 10.3: ``RᵀR = A + ΔA``,
 ``|ΔA| ≤ γ_{P+1}|Rᵀ||R|``, so ``λ_min(A) ≥ −γ_{P+1}‖R‖_F²``) is recorded in the details.
 
-Matrix-free (:mod:`boundcheck.estimators`), all statistical at ``ctx.confidence``:
+Matrix-free (:mod:`boundcheck.engines.estimators`), all statistical at ``ctx.confidence``:
 
 * ``hessian.trace``: for sequential MLPs under "auto", exact at any size by the
-  pre-activation Hessian recursion (:func:`boundcheck.sequential_hessian.exact_trace`, with
+  pre-activation Hessian recursion (:func:`boundcheck.engines.sequential_hessian.exact_trace`, with
   its rounding bound; also within the dense budget, where it is cheaper and tighter than the
   dense diagonal); other networks above the dense budget: ``Budget.trace_method``
   "hutchinson", "hutchpp", "control_variate" (``tr G`` exact + Hutchinson on ``tr R``), or
@@ -33,7 +33,7 @@ Matrix-free (:mod:`boundcheck.estimators`), all statistical at ``ctx.confidence`
   m (interval arithmetic) and the result is clamped at 0. Its confidence is the union of
   the two (``combine_kind``).
 * ``hessian.lambda_max`` / ``hessian.lambda_min``: Lanczos with a residual and
-  Kuczyński–Woźniakowski interval (:func:`boundcheck.estimators.lanczos.extreme_eigenvalue`).
+  Kuczyński–Woźniakowski interval (``engines.estimators.lanczos.extreme_eigenvalue``).
 
 For figures (not quantities): :func:`top_eigenvalues` and :func:`spectral_density`
 (stochastic Lanczos quadrature), cached with ``ctx.artifact``; exact when the dense
@@ -48,17 +48,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..curvature import dense_hessian_with_error
-from ..estimate import UNIT_ROUNDOFF, Estimate, combine_kind
-from ..estimators import stream_seed
-from ..estimators.lanczos import (
+from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate, combine_kind
+from boundcheck.core.subject import Subject
+from boundcheck.engines.curvature import dense_hessian_with_error
+from boundcheck.engines.estimators import stream_seed
+from boundcheck.engines.estimators.lanczos import (
     SpectralDensity,
     TopRitz,
     extreme_eigenvalue,
     stochastic_lanczos_quadrature,
     top_ritz_pairs,
 )
-from ..estimators.trace import (
+from boundcheck.engines.estimators.trace import (
     PILOT,
     apply_rows,
     control_variate_trace,
@@ -67,11 +68,14 @@ from ..estimators.trace import (
     rademacher,
     squared_frobenius,
 )
-from ..sequential import subject_structure
-from ..sequential_hessian import exact_trace
-from ..subject import Subject
-from . import Context, NotAffordableError, quantity
-from .ggn import gauss_newton, hessian_operator_of, require_calibrated_confidence
+from boundcheck.engines.sequential import subject_structure
+from boundcheck.engines.sequential_hessian import exact_trace
+from boundcheck.quantities.ggn import (
+    gauss_newton,
+    hessian_operator_of,
+    require_calibrated_confidence,
+)
+from boundcheck.quantities.registry import Context, NotAffordableError, quantity
 
 U = UNIT_ROUNDOFF["float64"]
 

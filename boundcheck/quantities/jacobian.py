@@ -1,7 +1,7 @@
 """Jacobian quantities: input and layer-wise sensitivity (MLS), volume (LVR), dimensionality.
 
 Naming scheme (stable; theorems bind sympy symbols to these names). Layers are numbered
-l = 1, 2, … in the order of their first call (:mod:`boundcheck.layers`); W_l is layer l's
+l = 1, 2, … in the order of their first call (:mod:`boundcheck.core.layers`); W_l is layer l's
 weight, h_{l−1}(x) its input, ``J_{h,l} = ∂f/∂h_{l−1}``, ``σ_k`` singular values (descending),
 ``r = min(K, D)``, ``r_l = min(K, dim h_{l−1})``. Every mean is over the n samples. Names with
 ``<l>`` are indexed families: ``layer.2.mls`` is ``layer.<l>.mls`` for l = 2. Every affine
@@ -38,7 +38,7 @@ Network-wide, over the dense layers D (this module):
   ``network.num_layers``, ``network.num_dense_layers``
   ``network.input_through_first_layer``  1 if x reaches f only through the dense layer 1
                               (T3's premise f = g(W_1 x + b)), else 0 (reason in ``method``;
-                              also ``boundcheck.layers.structure(subject).input_reason``)
+                              also ``boundcheck.core.layers.structure(subject).input_reason``)
   ``network.nmls``            NMLS = Σ_{l∈D} MLS_l                             (T5 left side)
   ``network.nvr``             NVR = Σ_{l∈D} layer.<l>.log_lvr                  (T7 left side)
   ``network.nmls_factor``     (1/n) Σ_i Σ_{l∈D} ‖W_l‖_2² / ‖h_{l−1}(x_i)‖²       (T5 right side)
@@ -57,7 +57,7 @@ Data (:mod:`.data_geometry`): ``data.*`` and ``layer.<l>.input_inv_sq_mean``,
 
 Quantities that divide by ‖h_{l−1}(x_i)‖ raise NotApplicableError when it is 0 (dead layer).
 Layer-input quantities need a layer called once per forward pass (else NotApplicableError).
-Rounding allowances follow :mod:`boundcheck.jacobians`.
+Rounding allowances follow :mod:`boundcheck.engines.jacobians`.
 """
 
 from __future__ import annotations
@@ -67,10 +67,9 @@ from collections.abc import Callable
 
 import torch
 
-from .. import jacobians as jac
-from ..estimate import Estimate, combine_kind
-from . import Context, NotApplicableError, quantity
-from .data_geometry import (
+from boundcheck.core.estimate import Estimate, combine_kind
+from boundcheck.engines import jacobians as jac
+from boundcheck.quantities.data_geometry import (
     floor_rel,
     layer,
     layer_input_sq_norms,
@@ -81,6 +80,7 @@ from .data_geometry import (
     structure,
     u_of,
 )
+from boundcheck.quantities.registry import Context, NotApplicableError, quantity
 
 
 # -- artifacts ----------------------------------------------------------------------------

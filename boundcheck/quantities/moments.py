@@ -4,7 +4,7 @@ Exact path (P ≤ ``budget.max_dense_params``): from the dense spectrum, with ea
 within ``eig_error`` of the true one (see :mod:`boundcheck.quantities.hessian`):
 ``|λ^j − λ̃^j| ≤ (|λ̃| + e)^j − |λ̃|^j`` plus the summation's rounding. The moment bounds
 work in standardized units from the eigenvalues directly (centring before powering, so no
-cancellation), see :class:`boundcheck.moment_bound.MomentBox`.
+cancellation), see :class:`boundcheck.engines.moment_bound.MomentBox`.
 
 Beyond the dense budget: μ_j by Hutchinson on ``vᵀH^j v`` (j Hessian-vector products per
 probe, calibrated interval at the context's confidence), and T12 from the interval box of
@@ -18,13 +18,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import moment_bound as mb
-from ..estimate import UNIT_ROUNDOFF, Estimate, combine_kind
-from ..estimators import stream_seed
-from ..estimators.trace import hutchinson_trace
-from . import Context, NotApplicableError, quantity
-from .ggn import hessian_operator_of, require_calibrated_confidence
-from .hessian import dense_spectrum
+from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate, combine_kind
+from boundcheck.engines import moment_bound as mb
+from boundcheck.engines.estimators import stream_seed
+from boundcheck.engines.estimators.trace import hutchinson_trace
+from boundcheck.quantities.ggn import hessian_operator_of, require_calibrated_confidence
+from boundcheck.quantities.hessian import dense_spectrum
+from boundcheck.quantities.registry import Context, NotApplicableError, quantity
 
 U = UNIT_ROUNDOFF["float64"]
 

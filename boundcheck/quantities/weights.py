@@ -37,11 +37,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..estimate import Estimate, combine_kind
-from ..jacobians import unit_roundoff
-from . import Context, NotApplicableError, quantity
-from .data_geometry import layer, layer_input_sq_norms, mean_estimate, structure, u_of
-from .jacobian import (
+from boundcheck.core.estimate import Estimate, combine_kind
+from boundcheck.engines.jacobians import unit_roundoff
+from boundcheck.quantities.data_geometry import (
+    layer,
+    layer_input_sq_norms,
+    mean_estimate,
+    structure,
+    u_of,
+)
+from boundcheck.quantities.jacobian import (
     gram_error,
     layer_jacobian_stats,
     norm_rel,
@@ -49,6 +54,7 @@ from .jacobian import (
     trace_against,
     weight_stats,
 )
+from boundcheck.quantities.registry import Context, NotApplicableError, quantity
 
 _CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 LANCZOS_TOL = 1e-14  # stop when the top Ritz pair's residual is this small, relative

@@ -1,0 +1,106 @@
+"""Smooth activations as the closed forms see them: stable values and derivatives
+(σ, σ′, σ″) of tanh, sigmoid, softplus, the erf GELU and the identity, and the constants the
+parameter-level bounds need (sup|σ′|, sup|σ″|, sup|σ‴|, |σ(0)|, sup|σ|)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+# --- activations ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Activation:
+    """A smooth σ: values and derivatives (stable forms), and the constants Tier B needs.
+
+    ``derivatives(z)`` returns (σ, σ', σ'', m1, m2): m1, m2 majorise the magnitudes of the
+    terms the σ', σ'' formulas add (for their rounding). ``lipschitz`` = (sup|σ'|, sup|σ''|,
+    sup|σ'''|) bound how an error in z moves σ, σ', σ''.
+    """
+
+    name: str
+    derivatives: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+    sup_d1: float
+    sup_d2: float
+    sup_d3: float
+    at_zero: float  # |σ(0)|
+    sup_abs: float  # sup|σ| (inf when unbounded)
+    params: tuple = ()
+
+
+def _tanh(z):
+    a = torch.tanh(z)
+    e = torch.exp(-2.0 * z.abs())
+    s1 = 4.0 * e / (1.0 + e) ** 2  # 1/cosh², no 1 − tanh² cancellation
+    s2 = -2.0 * a * s1
+    return a, s1, s2, s1.abs(), s2.abs()
+
+
+def _sigmoid(z):
+    a = torch.sigmoid(z)
+    s1 = a * torch.sigmoid(-z)
+    s2 = -s1 * torch.tanh(0.5 * z)  # σ'(1 − 2σ)
+    return a, s1, s2, s1.abs(), s2.abs()
+
+
+def _softplus(beta: float, threshold: float):
+    def derivatives(z):
+        a = torch.nn.functional.softplus(z, beta=beta, threshold=threshold)
+        # PyTorch's linear branch σ = z, σ' = 1 is βz > threshold; its double backward also
+        # treats βz = threshold as linear (σ'' = 0 there): match autograd exactly
+        linear = beta * z > threshold
+        sg = torch.sigmoid(beta * z)
+        s1 = torch.where(linear, torch.ones_like(z), sg)
+        s2 = torch.where(beta * z >= threshold, torch.zeros_like(z),
+                         beta * sg * torch.sigmoid(-beta * z))
+        return a, s1, s2, s1.abs(), s2.abs()
+
+    return derivatives
+
+
+def _gelu(z):
+    cdf = 0.5 * torch.special.erfc(-z / _SQRT2)
+    pdf = _INV_SQRT_2PI * torch.exp(-0.5 * z * z)
+    a = z * cdf
+    s1 = cdf + z * pdf
+    s2 = pdf * (2.0 - z * z)
+    return a, s1, s2, cdf + (z * pdf).abs(), pdf * (2.0 + z * z)
+
+
+def _identity(z):
+    zero = torch.zeros_like(z)
+    return z, torch.ones_like(z), zero, torch.ones_like(z), zero
+
+
+_PHI_SQRT2 = math.exp(-1.0) * _INV_SQRT_2PI
+GELU_SUP_D1 = 0.5 * math.erfc(-1.0) + _SQRT2 * _PHI_SQRT2  # at z = √2: Φ(√2) + √2 φ(√2)
+
+
+def activation_of(module: nn.Module) -> Activation | str:
+    """The :class:`Activation` for a module, or the reason it is not supported."""
+    if isinstance(module, nn.Tanh):
+        return Activation("tanh", _tanh, 1.0, 4 / (3 * math.sqrt(3)), 2.0, 0.0, 1.0)
+    if isinstance(module, nn.Sigmoid):
+        return Activation("sigmoid", _sigmoid, 0.25, 1 / (6 * math.sqrt(3)), 0.125, 0.5, 1.0)
+    if isinstance(module, nn.Softplus):
+        b, t = float(module.beta), float(module.threshold)
+        if not b > 0:
+            return f"Softplus with beta={b} is not supported (needs beta > 0)"
+        return Activation(f"softplus(beta={b:g})", _softplus(b, t), 1.0, b / 4, b * b / 8,
+                          math.log(2.0) / b, math.inf, (b, t))
+    if isinstance(module, nn.GELU):
+        if module.approximate != "none":
+            return ("GELU(approximate='tanh') is not supported (the closed form uses the exact "
+                    "erf GELU)")
+        return Activation("gelu", _gelu, GELU_SUP_D1, math.sqrt(2 / math.pi), 0.8, 0.0, math.inf)
+    if isinstance(module, nn.Identity):
+        return Activation("identity", _identity, 1.0, 0.0, 0.0, 0.0, math.inf)
+    return (f"activation {type(module).__name__} is not one of the smooth activations T2 "
+            "covers (Tanh, Sigmoid, Softplus, GELU, Identity)")

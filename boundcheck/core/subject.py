@@ -1,0 +1,253 @@
+"""Subjects: what a theorem is checked on.
+
+``Subject(model, data, loss)`` is a network with its training data and loss; the engine works
+on a float64 copy and never changes the user's model. ``MatrixSubject(A)`` is a bare symmetric
+matrix, for spectral theorems (T1, T12) stated for any matrix.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from boundcheck.core.losses import Loss, make_loss, resolve_for_output
+
+MAX_BATCH = 4096
+_STOCHASTIC_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
+class InvalidSubjectError(ValueError):
+    """The model, data or loss cannot be measured as given; the message says why."""
+
+
+class ModelModeError(InvalidSubjectError):
+    """The model is in train mode with layers whose output depends on the mode."""
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass
+class Subject:
+    """A network, its data and its loss, measured in ``dtype`` (float64 by default).
+
+    data: ``(X, Y)`` tensors/arrays, or an iterable of ``(X, Y)`` batches (e.g. a DataLoader).
+    Batches are weighted by their number of samples, never equally.
+    loss: ``"cross_entropy"``, ``"mse"``, ``"mse:C"``, an ``nn`` loss or a callable; see
+    :func:`boundcheck.core.losses.make_loss`.
+    eval_mode: a model in train mode with dropout or batch norm is refused unless this is True,
+    in which case a copy is measured in eval mode and the switch is recorded in ``notes``.
+    """
+
+    model: nn.Module
+    data: Any
+    loss: Any = "cross_entropy"
+    name: str | None = None
+    dtype: torch.dtype = torch.float64
+    device: str | torch.device | None = None
+    eval_mode: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, nn.Module):
+            raise InvalidSubjectError(f"model must be a torch.nn.Module, got "
+                                      f"{type(self.model).__name__}")
+        self.device = torch.device(self.device or "cpu")
+        _check_finite_parameters(self.model)
+        self.net = self._working_copy()
+        self.batches = self._load_batches(self.data)
+        self.n = sum(b.n for b in self.batches)
+        out = self._probe_outputs()
+        self.output_dim = int(out.shape[1])
+        self.loss_fn: Loss = resolve_for_output(make_loss(self.loss), self.output_dim)
+        self._check_targets()
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.param_names = [k for k, p in self.net.named_parameters() if p.requires_grad]
+        self.num_params = sum(p.numel() for p in self.params)
+        if self.num_params == 0:
+            raise InvalidSubjectError("the model has no trainable parameters")
+        if self.name is None:
+            self.name = type(self.model).__name__
+
+    # -- construction -------------------------------------------------------------------
+    def _working_copy(self) -> nn.Module:
+        stochastic = [type(m).__name__ for m in self.model.modules()
+                      if isinstance(m, _STOCHASTIC_LAYERS)]
+        net = copy.deepcopy(self.model).to(device=self.device, dtype=self.dtype)
+        if self.model.training and stochastic:
+            if not self.eval_mode:
+                raise ModelModeError(
+                    f"the model is in train mode and has {', '.join(sorted(set(stochastic)))}: "
+                    "its Hessian would depend on the mode (random masks, batch statistics). "
+                    "Call model.eval() first, or pass eval_mode=True to measure an eval-mode "
+                    "copy (your model is left as it is)."
+                )
+            self.notes.append(f"measured an eval-mode copy (train-mode layers: "
+                              f"{', '.join(sorted(set(stochastic)))})")
+        net.eval()
+        return net
+
+    def _load_batches(self, data: Any) -> list[Batch]:
+        if isinstance(data, (tuple, list)) and len(data) == 2 and not _is_batch_pair(data[0]):
+            pairs: Iterable = [data]
+        elif isinstance(data, Iterable):
+            pairs = data
+        else:
+            raise InvalidSubjectError("data must be (X, Y) or an iterable of (X, Y) batches, "
+                                      f"got {type(data).__name__}")
+        batches = []
+        for item in pairs:
+            if not (isinstance(item, (tuple, list)) and len(item) >= 2):
+                raise InvalidSubjectError("each batch must be a pair (X, Y)")
+            x, y = _as_tensor(item[0], "X"), _as_tensor(item[1], "Y")
+            if x.shape[0] != y.shape[0]:
+                raise InvalidSubjectError(f"X has {x.shape[0]} samples but Y has {y.shape[0]}")
+            if x.shape[0] == 0:
+                continue
+            if not torch.isfinite(x).all():
+                raise InvalidSubjectError("X contains NaN or inf")
+            x = x.to(device=self.device, dtype=self.dtype)
+            y = y.to(self.device)
+            if y.is_floating_point():
+                y = y.to(self.dtype)
+            for start in range(0, x.shape[0], MAX_BATCH):
+                batches.append(Batch(x[start:start + MAX_BATCH], y[start:start + MAX_BATCH]))
+        if not batches:
+            raise InvalidSubjectError("the data set is empty: no samples to measure on")
+        return batches
+
+    def _probe_outputs(self) -> torch.Tensor:
+        b = self.batches[0]
+        try:
+            with torch.no_grad():
+                out = self.net(b.x[:2])
+        except RuntimeError as err:
+            raise InvalidSubjectError(f"the model cannot be applied to X of shape "
+                                      f"{tuple(b.x.shape)}: {err}") from err
+        if out.dim() != 2:
+            raise InvalidSubjectError(f"the model must output (batch, K); got shape "
+                                      f"{tuple(out.shape)}")
+        return out
+
+    def _check_targets(self) -> None:
+        k = self.output_dim
+        for b in self.batches:
+            if self.loss_fn.kind == "cross_entropy":
+                if b.y.is_floating_point() or b.y.dim() != 1:
+                    raise InvalidSubjectError("cross-entropy needs integer class labels Y of "
+                                              "shape (n,)")
+                if b.y.min() < 0 or b.y.max() >= k:
+                    raise InvalidSubjectError(f"class labels must lie in [0, {k}), got "
+                                              f"[{int(b.y.min())}, {int(b.y.max())}]")
+            elif self.loss_fn.kind == "mse":
+                if b.y.numel() != b.n * k:
+                    raise InvalidSubjectError(f"MSE targets must have shape (n, {k}); got "
+                                              f"{tuple(b.y.shape)}")
+                if not torch.isfinite(b.y).all():
+                    raise InvalidSubjectError("Y contains NaN or inf")
+
+    # -- evaluation ---------------------------------------------------------------------
+    @property
+    def x_all(self) -> torch.Tensor:
+        return torch.cat([b.x for b in self.batches])
+
+    @property
+    def y_all(self) -> torch.Tensor:
+        return torch.cat([b.y for b in self.batches])
+
+    def loss_value(self) -> float:
+        with torch.no_grad():
+            total = sum(self.loss_fn.per_sample(self.net(b.x), b.y).sum() for b in self.batches)
+        return float(total) / self.n
+
+    def flat_params(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": type(self.model).__name__,
+            "architecture": _architecture_summary(self.net),
+            "num_params": self.num_params,
+            "num_samples": self.n,
+            "input_shape": list(self.batches[0].x.shape[1:]),
+            "output_dim": self.output_dim,
+            "loss": self.loss_fn.description,
+            "loss_kind": self.loss_fn.kind,
+            "mse_scale": self.loss_fn.mse_scale,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "notes": list(self.notes),
+        }
+
+
+class MatrixSubject:
+    """A symmetric matrix whose spectrum the ``hessian.*`` quantities describe."""
+
+    def __init__(self, matrix: Any, name: str = "matrix"):
+        a = _as_tensor(matrix, "matrix").to(torch.float64)
+        if a.dim() != 2 or a.shape[0] != a.shape[1]:
+            raise InvalidSubjectError(f"the matrix must be square, got shape {tuple(a.shape)}")
+        if a.shape[0] == 0:
+            raise InvalidSubjectError("the matrix is empty")
+        if not torch.isfinite(a).all():
+            raise InvalidSubjectError("the matrix contains NaN or inf")
+        scale = float(a.abs().max()) or 1.0
+        if float((a - a.T).abs().max()) > 1e-12 * scale:
+            raise InvalidSubjectError("the matrix is not symmetric")
+        self.matrix = 0.5 * (a + a.T)
+        self.name = name
+        self.num_params = a.shape[0]
+        self.notes: list[str] = []
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "model": "MatrixSubject", "dimension": self.num_params}
+
+
+def _is_batch_pair(x: Any) -> bool:
+    return isinstance(x, (tuple, list)) and len(x) == 2
+
+
+def _as_tensor(x: Any, what: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    try:
+        return torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise InvalidSubjectError(f"{what} cannot be turned into a tensor: {err}") from err
+
+
+def _check_finite_parameters(model: nn.Module) -> None:
+    for name, p in model.named_parameters():
+        bad = int((~torch.isfinite(p.detach())).sum())
+        if bad:
+            raise InvalidSubjectError(f"model parameter {name!r} has {bad} NaN/inf entries")
+
+
+def _architecture_summary(net: nn.Module) -> str:
+    leaves = [m for m in net.modules() if not list(m.children())]
+    parts = []
+    for m in leaves:
+        if isinstance(m, nn.Linear):
+            parts.append(f"Linear({m.in_features}→{m.out_features}"
+                         f"{'' if m.bias is not None else ', no bias'})")
+        elif isinstance(m, nn.Conv2d):
+            parts.append(f"Conv2d({m.in_channels}→{m.out_channels}, k={m.kernel_size[0]})")
+        else:
+            parts.append(type(m).__name__)
+    return " → ".join(parts)

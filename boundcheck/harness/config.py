@@ -1,0 +1,217 @@
+"""Run configurations: what to train, what to verify, with which budgets, and what to sweep.
+
+A config is a plain dict / TOML file::
+
+    name = "digits-mlp"
+    theorems = ["hessian.ws"]          # ids or family prefixes; omit for all
+    confidence = 0.99
+    seed = 0                           # seed of the measurement (stochastic estimators)
+    device = "cpu"                     # or "cuda"; training and measurement run there
+
+    [subject]
+    dataset = "digits"                 # see boundcheck.harness.data.DATASETS
+    n_samples = 1797                   # subsample (bundled, local) / sample count (synthetic)
+    model = "mlp"                      # see boundcheck.harness.zoo.ARCHITECTURES
+    hidden = [32]                      # shorthands for model_options.hidden / activation /
+    activation = "tanh"                #   bias; unset: the architecture's default
+    bias = true
+    loss = "cross_entropy"             # or "mse", "mse:0.5"
+    seed = 0                           # seeds the initialisation and the data
+    data_root = "~/data"               # folder of mnist / fashion_mnist / cifar10
+
+    [subject.model_options]            # any option of the architecture (boundcheck.harness.zoo)
+    [subject.dataset_options]          # options of the data set (e.g. dim, classes, rho)
+
+    [recipe]                           # boundcheck.harness.training.Recipe fields
+    optimizer = "gd"
+    lr = 0.5
+    momentum = 0.9
+    steps = 3000
+    target_loss = 1e-3
+    checkpoints = [0, 100, 1000]       # also measure at these steps (the end always)
+
+    [budget]                           # boundcheck.quantities.Budget fields
+    max_dense_params = 6000
+
+    [sweep.grid]                       # every combination (dotted paths into this config)
+    "recipe.lr" = [0.05, 0.1]
+    "recipe.batch_size" = [32, 1797]
+    [[sweep.list]]                     # and/or explicit variants (each crossed with the grid)
+    "subject.model" = "lenet"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boundcheck.harness.training import Recipe
+from boundcheck.quantities import Budget
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SHORTHANDS = ("hidden", "activation", "bias")
+
+
+@dataclass
+class SubjectConfig:
+    dataset: str = "digits"
+    n_samples: int | None = None
+    model: str = "mlp"
+    hidden: list[int] | None = None
+    activation: str | None = None
+    bias: bool | None = None
+    loss: str = "cross_entropy"
+    seed: int = 0
+    data_root: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+
+    def model_config(self) -> dict[str, Any]:
+        """The config :func:`boundcheck.harness.zoo.build_model` takes."""
+        shorthands = {k: getattr(self, k) for k in SHORTHANDS if getattr(self, k) is not None}
+        both = sorted(set(shorthands) & set(self.model_options))
+        if both:
+            raise ValueError(f"[subject] sets {both} both directly and in model_options")
+        return {"model": self.model, "seed": self.seed, **shorthands, **self.model_options}
+
+
+@dataclass
+class SweepSpec:
+    """A grid (every combination of the listed values) crossed with a list of variants; keys
+    are dotted paths into the run config, e.g. ``"recipe.lr"``."""
+
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    cases: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SweepSpec:
+        unknown = set(d) - {"grid", "list"}
+        if unknown:
+            raise ValueError(f"unknown [sweep] keys {sorted(unknown)}; known: grid, list")
+        grid = flatten_paths(d.get("grid", {}))
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"sweep.grid.{key} must be a non-empty list of values")
+        cases = d.get("list", [])
+        if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+            raise ValueError("sweep.list must be a list of tables ([[sweep.list]])")
+        return cls(grid, [flatten_paths(c) for c in cases])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grid": self.grid, "list": self.cases}
+
+
+@dataclass
+class RunConfig:
+    name: str = "digits-mlp"
+    subject: SubjectConfig = field(default_factory=SubjectConfig)
+    recipe: Recipe = field(default_factory=lambda: Recipe(
+        optimizer="gd", lr=0.5, momentum=0.9, steps=3000, target_loss=1e-3))
+    budget: Budget = field(default_factory=Budget)
+    theorems: list[str] | None = None
+    confidence: float = 0.99
+    seed: int = 0
+    device: str = "cpu"
+    sweep: SweepSpec | None = None
+    experiment: str | None = None  # a module in boundcheck.harness.experiments, run after the sweep
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+        base = cls()
+        sweep = d.get("sweep")
+        return cls(
+            name=str(d.get("name", base.name)),
+            subject=_sub(SubjectConfig, d.get("subject", {}), "subject"),
+            recipe=_sub(Recipe, {**dataclasses.asdict(base.recipe), **d.get("recipe", {})},
+                        "recipe"),
+            budget=_sub(Budget, d.get("budget", {}), "budget"),
+            theorems=d.get("theorems", base.theorems),
+            confidence=float(d.get("confidence", base.confidence)),
+            seed=int(d.get("seed", base.seed)),
+            device=str(d.get("device", base.device)),
+            sweep=SweepSpec.from_dict(sweep) if sweep else None,
+            experiment=_experiment(d.get("experiment")),
+        )
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        with open(path, "rb") as fh:
+            try:
+                data = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as err:
+                raise ValueError(f"{path}: invalid TOML: {err}") from err
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["sweep"] = self.sweep.to_dict() if self.sweep else None
+        return d
+
+    def digest(self) -> str:
+        """A short hash identifying what is computed (the sweep and the device excluded), for
+        provenance, and as the job id of a sweep."""
+        d = self.to_dict()
+        del d["sweep"], d["device"], d["experiment"]
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def flatten_paths(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"recipe": {"lr": x}}`` and ``{"recipe.lr": x}`` both become ``{"recipe.lr": x}``
+    (so a sweep sets single values and merges tables key by key; lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten_paths(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def set_path(d: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``d["a"]["b"] = value`` for ``path = "a.b"``, creating tables on the way."""
+    *parents, last = path.split(".")
+    node = d
+    for key in parents:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"cannot set {path!r}: {key!r} is not a table")
+        node = child
+    node[last] = value
+
+
+def _sub(kind, values: dict[str, Any], where: str):
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown [{where}] keys {sorted(unknown)}; known: {sorted(names)}")
+    return kind(**values)
+
+
+EXPERIMENTS = ("compression",)
+
+
+def _experiment(name: Any) -> str | None:
+    if name is None:
+        return None
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
+    return str(name)

@@ -1,0 +1,177 @@
+"""Results of verifying theorems on one subject: JSON in and out, provenance, a text table.
+
+JSON layout (``schema`` 1)::
+
+    {"schema": 1, "boundcheck_version": "...",
+     "subject": {...describe()...}, "training": {...} | null,
+     "provenance": {"seed", "confidence", "versions", "machine", "device", "created", ...},
+     "theorems": {id: {statement, latex, symbols, source, ...}},
+     "results": [{"theorem", "verdict", "reason", "lhs", "rhs", "slack", "quantities"}]}
+
+Each estimate is ``{"value", "lower", "upper", "kind", "method"[, "confidence"]}``; infinities
+are the strings "inf" / "-inf".
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boundcheck.core.verdict import TheoremResult, Verdict
+
+SCHEMA = 1
+
+
+@dataclass
+class Results:
+    subject: dict[str, Any]
+    results: list[TheoremResult]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    # theorem descriptions stored with loaded results; they win over the current registry,
+    # so re-saving keeps a user theorem's statement even where it is not registered
+    theorem_info: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, theorem_id: str) -> TheoremResult:
+        for r in self.results:
+            if r.theorem_id == theorem_id:
+                return r
+        raise KeyError(f"no result for theorem {theorem_id!r}")
+
+    def __iter__(self):
+        return iter(self.results)
+
+    @property
+    def verdicts(self) -> dict[str, Verdict]:
+        return {r.theorem_id: r.verdict for r in self.results}
+
+    def to_dict(self) -> dict[str, Any]:
+        from boundcheck.verification.registry import get
+
+        described = dict(self.theorem_info)
+        for r in self.results:
+            if r.theorem_id not in described:
+                try:
+                    described[r.theorem_id] = get(r.theorem_id).describe()
+                except KeyError:
+                    pass
+        return {
+            "schema": SCHEMA,
+            "boundcheck_version": _version(),
+            "subject": self.subject,
+            "training": self.training,
+            "provenance": self.provenance,
+            "theorems": described,
+            "results": [r.to_dict() for r in self.results],
+            "extras": self.extras,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Results:
+        if d.get("schema") != SCHEMA:
+            raise ValueError(f"unsupported results schema {d.get('schema')!r} (expected "
+                             f"{SCHEMA})")
+        return cls(d["subject"], [TheoremResult.from_dict(r) for r in d["results"]],
+                   d.get("provenance", {}), d.get("training"), d.get("extras", {}),
+                   d.get("theorems", {}))
+
+    def save(self, path: str | Path) -> Path:
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Results:
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(json.load(fh))
+
+    def table(self) -> str:
+        """A fixed-width summary for terminals and CI logs."""
+        rows = [("theorem", "verdict", "lhs", "rhs", "slack")]
+        for r in self.results:
+            rows.append((
+                r.theorem_id, r.verdict.value,
+                _fmt(r.lhs.value) if r.lhs else "-",
+                _fmt(r.rhs.value) if r.rhs else "-",
+                _fmt_slack(r),
+            ))
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                 for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        notes = [f"  {r.theorem_id}: {r.reason}" for r in self.results if r.reason]
+        return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _fmt_slack(r: TheoremResult) -> str:
+    if r.slack is None:
+        return "-"
+    if r.slack.kind == "ratio":
+        return f"×{r.slack.value:.4g}"
+    return f"{r.slack.value:+.4g}"
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON so a reader never sees a half-written file (temp file + rename)."""
+    return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it over."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("boundcheck")
+    except Exception:  # not installed (running from a checkout)
+        return "0+unknown"
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    import numpy
+    import scipy
+    import sympy
+    import torch
+
+    return {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "boundcheck": _version(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+            "scipy": scipy.__version__,
+            "sympy": sympy.__version__,
+        },
+        "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        **extra,
+    }
