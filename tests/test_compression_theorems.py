@@ -471,5 +471,18 @@ def test_experiment_runs_and_analyses(tmp_path):
              analysis["correlations"]}
     assert ("mlp", "ggn.trace", "network.nmls") in pairs
     assert ("lenet", "ggn.trace", "layer.1.mls") in pairs  # a convolution: empirical only
+    assert ("mlp", "paper.sharpness", "paper.nmls") in pairs  # the papers' dialect too
+    # both definitions side by side, and every empty cell explained
+    summary = (out / "summary.md").read_text()
+    section = summary.split("## Correlations in boundcheck's and in the papers' definitions")[1]
+    section = section.split("\n## ")[0]
+    explained = {tuple(line[2:].split(":")[0].replace(" (", ", ").rstrip(")").split(", "))
+                 for line in section.splitlines() if line.startswith("- ")}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in ("mlp", "lenet"):
+            for dialect, cell in zip(("boundcheck", "paper"), cells[2:], strict=True):
+                if cell == "—":
+                    assert (cells[0], cells[1], dialect) in explained, (line, explained)
     # resuming finds every job done
     assert experiment.main([str(config), "-o", str(out), "--workers", "1", "--resume"]) == 0

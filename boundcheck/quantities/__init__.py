@@ -15,6 +15,7 @@ from boundcheck.quantities import (  # noqa: F401  (importing registers each fam
     hessian,
     jacobian,
     moments,
+    paper_dialect,
     weights,
 )
 from boundcheck.quantities.registry import (

@@ -102,6 +102,12 @@ class Budget:
     lvr_noise_scale: float = 1e-3  # ε of the finite-perturbation LVR (boundcheck.engines.lvr)
     max_closed_form_flops: float = 3e11  # T2's n² Gram work (boundcheck.engines.closed_form)
     max_refinements: int = 2  # INCONCLUSIVE on estimated inputs: re-measure this often
+    # The papers' dialect (boundcheck.quantities.paper_dialect): the authors' sample subset,
+    # top-k log-volume and ε-regularised harmonic factor.
+    paper_samples: int = 20  # |S|: the authors average 20 training samples per checkpoint
+    paper_subset: str = "first"  # "first" n samples, or "random" (seeded by the context)
+    paper_top_k: int = 3  # singular values in the log-volume (3 in the authors' code)
+    paper_epsilon: float = 1e-4  # ε added to ‖h‖² in the harmonic factor
 
     def tightened(self) -> Budget:
         """The budget of the next refinement round: 4× narrower traces, 10× tighter λ."""

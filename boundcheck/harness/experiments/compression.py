@@ -46,6 +46,19 @@ SHARPNESS = {"ggn.trace": "tr G", "hessian.trace": "tr H", "hessian.lambda_max":
 COMPRESSION = {"jacobian.mls": "MLS", "network.nmls": "NMLS", "jacobian.log_lvr": "log LVR",
                "network.nvr": "NVR", "jacobian.local_dim": "local dim",
                "lvr.finite_perturbation": "log LVR_ε"}
+# The papers' dialect (boundcheck.quantities.paper_dialect, docs/paper_dialect.md): the
+# authors' sharpness √(mean ‖∂f/∂θ‖²), top-k log-volume, network-wide MLS over every layer,
+# on their sample subset; correlated as their plot_corr.py does (Pearson across runs, final
+# checkpoints).
+PAPER_SHARPNESS = {"paper.sharpness": "sharpness (paper)"}
+PAPER_COMPRESSION = {"paper.mls": "MLS (paper)", "paper.nmls": "NMLS (paper)",
+                     "paper.log_volume": "log vol top-k (paper)"}
+DIALECTS = {"boundcheck": (SHARPNESS, COMPRESSION), "paper": (PAPER_SHARPNESS, PAPER_COMPRESSION)}
+# concept -> (boundcheck's pair, the papers' pair), for the side-by-side table
+SIDE_BY_SIDE = {"MLS": (("ggn.trace", "jacobian.mls"), ("paper.sharpness", "paper.mls")),
+                "NMLS": (("ggn.trace", "network.nmls"), ("paper.sharpness", "paper.nmls")),
+                "log volume": (("ggn.trace", "jacobian.log_lvr"),
+                               ("paper.sharpness", "paper.log_volume"))}
 LAYER_MEASURES = ("mls", "log_lvr", "local_dim")
 FINAL_ONLY = ("lvr.finite_perturbation",)
 SUMMARY_SHARPNESS = ("ggn.trace", "hessian.lambda_max", "relative_flatness.kappa_sum")
@@ -61,7 +74,7 @@ def measure_all(ctx, final: bool) -> dict[str, dict[str, Any]]:
     from boundcheck.quantities.data_geometry import structure
 
     names = [*SHARPNESS, *(q for q in COMPRESSION if final or q not in FINAL_ONLY),
-             "residual.trace"]
+             "residual.trace", *PAPER_SHARPNESS, *PAPER_COMPRESSION]
     for layer in structure(ctx).layers:
         names += [f"layer.{layer.index}.{m}" for m in LAYER_MEASURES]
     out: dict[str, dict[str, Any]] = {}
@@ -182,6 +195,8 @@ def checkpoints(records: Iterable[dict]) -> list[dict[str, Any]]:
             "loss": (r.get("training") or {}).get("loss"),
             "measures": {k: _value(v) for k, v in r.get("measures", {}).items()
                          if k != "layers"},
+            "measure_errors": {k: v["error"] for k, v in r.get("measures", {}).items()
+                               if isinstance(v, dict) and "error" in v},
             "layer_kinds": r.get("measures", {}).get("layers", {}).get("kinds", {}),
             "theorems": {}})
         slack = r.get("slack") or {}
@@ -226,12 +241,9 @@ def compression_measures(rows: list[dict]) -> list[str]:
     return names + layer_names
 
 
-def correlations(rows: list[dict], final_only: bool = True) -> list[dict[str, Any]]:
-    """Pearson and Spearman correlation of each sharpness with each compression measure,
-    across the networks of each architecture (final checkpoints, or every checkpoint)."""
-    from scipy import stats
-
-    out = []
+def _networks(rows: list[dict], final_only: bool) -> dict[str, list[dict]]:
+    """The rows of each architecture that enter a correlation: final checkpoints, or every
+    checkpoint with one shared initialisation counted once."""
     by_arch: dict[str, list[dict]] = defaultdict(list)
     initial_seen: set[tuple[str, str]] = set()
     for row in rows:
@@ -244,10 +256,24 @@ def correlations(rows: list[dict], final_only: bool = True) -> list[dict[str, An
                 continue
             initial_seen.add(key)
         by_arch[row["architecture"]].append(row)
-    for arch, group in sorted(by_arch.items()):
+    return by_arch
+
+
+def correlations(rows: list[dict], final_only: bool = True, dialect: str = "boundcheck"
+                 ) -> list[dict[str, Any]]:
+    """Pearson and Spearman correlation of each sharpness with each compression measure,
+    across the networks of each architecture (final checkpoints, or every checkpoint), in
+    boundcheck's definitions or the papers' (``dialect="paper"``)."""
+    from scipy import stats
+
+    sharpness, compression = DIALECTS[dialect]
+    out = []
+    for arch, group in sorted(_networks(rows, final_only).items()):
         kinds = group[0]["layer_kinds"]
-        for s in SHARPNESS:
-            for c in compression_measures(group):
+        measures = (compression_measures(group) if dialect == "boundcheck"
+                    else [c for c in compression if any(c in r["measures"] for r in group)])
+        for s in sharpness:
+            for c in measures:
                 pairs = [(r["measures"].get(s, math.nan), r["measures"].get(c, math.nan))
                          for r in group]
                 pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
@@ -262,8 +288,48 @@ def correlations(rows: list[dict], final_only: bool = True) -> list[dict[str, An
                             "layer_kind": layer_kind, "n": len(pairs),
                             "pearson": pearson, "pearson_p": p_value(xs, ys, "pearson"),
                             "spearman": spearman, "spearman_p": p_value(xs, ys, "spearman"),
-                            "checkpoints": "final" if final_only else "all"})
+                            "checkpoints": "final" if final_only else "all",
+                            "dialect": dialect})
     return out
+
+
+def missing_correlations(rows: list[dict]) -> list[dict[str, str]]:
+    """Why a pair of the side-by-side table has no correlation (final checkpoints)."""
+    out = []
+    for arch, group in sorted(_networks(rows, final_only=True).items()):
+        for concept, pairs in SIDE_BY_SIDE.items():
+            for dialect, (s, c) in zip(("boundcheck", "paper"), pairs, strict=True):
+                reason = _missing_reason(group, s, c)
+                if reason:
+                    out.append({"architecture": arch, "concept": concept, "dialect": dialect,
+                                "sharpness": s, "measure": c, "reason": reason})
+    return out
+
+
+def _missing_reason(group: list[dict], s: str, c: str) -> str:
+    n = len(group)
+    reasons = []
+    for q in (s, c):
+        values = [r["measures"].get(q, math.nan) for r in group]
+        errors = [r.get("measure_errors", {}).get(q) for r in group]
+        unmeasured = [e for v, e in zip(values, errors, strict=True) if math.isnan(v)]
+        if unmeasured:
+            why = next((e for e in unmeasured if e), "not recorded")
+            reasons.append(f"{q} not measured on {len(unmeasured)} of {n} networks ({why})")
+        minus_inf = sum(1 for v in values if v == -math.inf)
+        if minus_inf:
+            reasons.append(f"{q} = −∞ on {minus_inf} of {n} networks (rank-deficient J_x: a "
+                           "singular value is 0 at the measured samples, as with ReLU or a "
+                           "bottleneck narrower than min(K, D); the papers' top-k "
+                           "log-volume stays finite)")
+    finite = [r for r in group if all(math.isfinite(r["measures"].get(q, math.nan))
+                                      for q in (s, c))]
+    if not reasons and len(finite) < 3:
+        reasons.append(f"only {len(finite)} networks (a correlation needs 3)")
+    elif not reasons and (len({r["measures"][s] for r in finite}) < 2
+                          or len({r["measures"][c] for r in finite}) < 2):
+        reasons.append("constant across the networks")
+    return "; ".join(reasons)
 
 
 def p_value(xs, ys, kind: str) -> float:
@@ -334,6 +400,7 @@ def summary_markdown(rows: list[dict], medians: dict, corr: list[dict],
         tag = f" ({c['layer_kind']})" if c["layer_kind"] else ""
         lines.append(f"| {arch} | {SHARPNESS[sharp]} | `{measure}`{tag} | "
                      f"{cell(table.get((arch, sharp, measure, 'final')))} | {cell(c)} |")
+    lines += side_by_side_markdown(rows, corr)
     lines += ["", "## Networks (final checkpoint)", "",
               "| architecture | job | loss | tr G | λ_max | MLS | NMLS | log LVR | NVR | "
               "local dim | verdicts |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -359,6 +426,37 @@ def summary_markdown(rows: list[dict], medians: dict, corr: list[dict],
                 lines.append(f"| {name} | {p['t']:.3g} | {p['ggn.trace']:.4g} | "
                              f"{p['hessian.lambda_max']:.4g} | {p['jacobian.local_dim']:.4g} |")
     return "\n".join(lines) + "\n"
+
+
+def side_by_side_markdown(rows: list[dict], corr: list[dict]) -> list[str]:
+    """boundcheck's definitions beside the papers' (docs/paper_dialect.md), final
+    checkpoints, Pearson across runs as the authors' plot_corr.py; then why a cell is empty."""
+    table = {(c["architecture"], c["sharpness"], c["measure"]): c for c in corr
+             if c["checkpoints"] == "final"}
+    lines = ["", "## Correlations in boundcheck's and in the papers' definitions", "",
+             "Final checkpoints, across the networks of each architecture (the papers' "
+             "statistic: Pearson across runs at each run's final checkpoint; Spearman beside "
+             "it). boundcheck: sharpness tr G, MLS/log LVR of J_x over all samples, NMLS over "
+             "the dense layers, log LVR over all r = min(K, D) singular values. Papers: "
+             "sharpness √(mean_i ‖∂f(x_i)/∂θ‖_F²) (loss-independent), MLS and NMLS (every "
+             "affine layer) and the top-k log-volume on their sample subset. See "
+             "docs/paper_dialect.md.", "",
+             "| architecture | measure | boundcheck: n, Pearson, Spearman | "
+             "papers: n, Pearson, Spearman |", "|---|---|---|---|"]
+
+    def cell(c: dict | None) -> str:
+        return "—" if c is None else f"{c['n']}, {c['pearson']:+.2f}, {c['spearman']:+.2f}"
+
+    for arch in sorted({r["architecture"] for r in rows}):
+        for concept, (ours, theirs) in SIDE_BY_SIDE.items():
+            lines.append(f"| {arch} | {concept} | {cell(table.get((arch, *ours)))} | "
+                         f"{cell(table.get((arch, *theirs)))} |")
+    missing = missing_correlations(rows)
+    if missing:
+        lines += ["", "Empty cells (—), and why:", ""]
+        lines += [f"- {m['architecture']}, {m['concept']} ({m['dialect']}): {m['reason']}"
+                  for m in missing]
+    return lines
 
 
 def _summary_measure(c: dict) -> bool:
@@ -537,7 +635,8 @@ def analyse(store_path: Path, out_dir: Path, demo: dict | None = None,
 
     rows = checkpoints(ResultStore(store_path).records())
     medians = median_slacks(rows)
-    corr = correlations(rows) + correlations(rows, final_only=False)
+    corr = (correlations(rows) + correlations(rows, final_only=False)
+            + correlations(rows, dialect="paper"))
     final_corr = [c for c in corr if c["checkpoints"] == "final"]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.md").write_text(summary_markdown(rows, medians, corr, demo),
