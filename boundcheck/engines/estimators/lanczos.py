@@ -75,6 +75,7 @@ from boundcheck.core.estimate import UNIT_ROUNDOFF
 U = UNIT_ROUNDOFF["float64"]
 KW_CONSTANT = 1.648
 MAX_BLOCK = 4  # top Ritz vectors deflated at most
+INITIAL_ROWS = 16  # Krylov rows stored before the first doubling
 CHECKPOINTS = tuple(sorted({int(round(4 * 2 ** (i / 2))) for i in range(30)}))
 
 
@@ -150,7 +151,10 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
 
     q = project(start, None)
     q = q / torch.linalg.vector_norm(q)
-    basis = torch.empty(max_steps, dim, dtype=start.dtype, device=start.device)
+    # storage grows with the steps taken (doubling), not max_steps × dim up front: at
+    # P = 11·10⁶ (ResNet-18) 300 steps of basis and images would be 53 GB in float64
+    capacity = min(max_steps, INITIAL_ROWS)
+    basis = torch.empty(capacity, dim, dtype=start.dtype, device=start.device)
     images = torch.empty_like(basis)
     alphas: list[float] = []
     betas: list[float] = []
@@ -158,6 +162,10 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
     invariant = False
     steps = 0
     for j in range(max_steps):
+        if j == capacity:
+            capacity = min(max_steps, 2 * capacity)
+            basis = _grown(basis, capacity)
+            images = _grown(images, capacity)
         basis[j] = q
         w = matvec(q)
         if deflate is not None:
@@ -176,6 +184,12 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
             break
         q = w / beta
     return LanczosBasis(basis[:steps].clone(), images[:steps].clone(), alphas, betas, invariant)
+
+
+def _grown(rows: torch.Tensor, capacity: int) -> torch.Tensor:
+    out = torch.empty(capacity, rows.shape[1], dtype=rows.dtype, device=rows.device)
+    out[:rows.shape[0]] = rows
+    return out
 
 
 @dataclass(frozen=True)
