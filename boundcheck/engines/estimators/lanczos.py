@@ -71,6 +71,7 @@ import scipy.linalg
 import torch
 
 from boundcheck.core.estimate import UNIT_ROUNDOFF
+from boundcheck.engines.estimators import clock
 
 U = UNIT_ROUNDOFF["float64"]
 KW_CONSTANT = 1.648
@@ -88,6 +89,7 @@ class LanczosBasis:
     alphas: list[float]
     betas: list[float]
     invariant: bool  # the Krylov space is invariant (breakdown, or the whole space)
+    timed_out: bool = False  # stopped by the time limit (:mod:`.clock`) before converging
 
     @property
     def steps(self) -> int:
@@ -182,6 +184,10 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
             break
         if converged is not None and converged(Tridiagonal(alphas, betas)):
             break
+        clock.report("Lanczos", steps)
+        if steps >= 2 and clock.expired():
+            return LanczosBasis(basis[:steps].clone(), images[:steps].clone(), alphas, betas,
+                                False, timed_out=True)
         q = w / beta
     return LanczosBasis(basis[:steps].clone(), images[:steps].clone(), alphas, betas, invariant)
 
@@ -327,11 +333,21 @@ def extreme_eigenvalue(op, which: str = "largest", *, confidence: float = 0.99,
             details["method"] = "Lanczos + Kato–Temple with a known gap"
             return _oriented(sign, theta, lower, upper, "certified", None, matvecs, details)
 
+    delta = 1.0 - confidence
+    if run.timed_out:
+        # The time limit stopped the first run before it converged. Its step count was set
+        # by the clock, not by the start vector, so KW applies to this run itself (all of δ).
+        upper = _kw_upper(dim, run.steps, delta / 2.0, float(ritz.values[-1]),
+                          float(ritz.values[0])) + e
+        details.update(method="Lanczos stopped by the time limit; KW bound on that run",
+                       stopped=f"time limit reached after {run.steps} products")
+        return _oriented(sign, theta, lower, max(upper, theta + e), "statistical", confidence,
+                         matvecs, details)
+
     top = ritz.values.flip(0)[:MAX_BLOCK + 1].cpu().numpy()
     m = min(deflation_block(top), dim - 1)
     y, rho = ritz.top_block(m)
     details.update(block=m, block_residual=rho)
-    delta = 1.0 - confidence
     # The deflated run needs only θ − c ≥ (ρ + e)²/(tol − e). From the first run's Ritz values
     # (θ_{m+1} for the top of C, θ_min for its bottom), plan the step count at which the KW
     # bound should get there; that check spends half the failure probability, the fixed
@@ -365,6 +381,8 @@ def extreme_eigenvalue(op, which: str = "largest", *, confidence: float = 0.99,
                      deflate=y, converged=deflated_converged)
     matvecs += second.steps
     details["deflated_steps"] = second.steps
+    if second.timed_out:
+        details["stopped"] = f"time limit reached after {matvecs} products"
     c_ritz = second.ritz()
     if second.invariant:
         c_up = float(c_ritz.values[-1] + c_ritz.residuals[-1]) + c_ritz.allowance
