@@ -22,12 +22,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg.seed = args.seed
     if args.device:
         cfg.device = args.device
+    if args.time_limit is not None:
+        cfg.budget.time_limit_s = args.time_limit
     try:
         if cfg.experiment:
             return _run_experiment(cfg, args)
         if cfg.sweep or args.resume or args.scheduler or args.local_cluster or args.workers:
             return _run_sweep(cfg, args)
-        results, out = run(cfg, args.output, progress=not args.quiet, pdf=not args.no_pdf)
+        with _estimator_progress(args.quiet):
+            results, out = run(cfg, args.output, progress=not args.quiet, pdf=not args.no_pdf)
     except ImportError as err:  # an optional reader (torchvision, dask) is missing or broken
         print(f"boundcheck: error: {err}", file=sys.stderr)
         return 2
@@ -35,6 +38,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(results.table())
     print(f"\nresults: {out / 'results.json'}")
     return 0
+
+
+def _estimator_progress(quiet: bool):
+    """Long measurements report products done and interval width to stderr (not with -q)."""
+    from contextlib import nullcontext
+
+    from boundcheck.engines.estimators.clock import progress_to
+
+    return nullcontext() if quiet else progress_to(lambda line: print(line, file=sys.stderr))
+
+
+def _time_limit(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"a time limit must be positive seconds, got {text}")
+    return value
 
 
 def _run_experiment(cfg, args: argparse.Namespace) -> int:
@@ -107,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--theorems", nargs="+", help="theorem ids or family prefixes")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-pdf", action="store_true", help="skip building report.pdf")
+    p.add_argument("--time-limit", type=_time_limit, metavar="SECONDS",
+                   help="per measured quantity: estimators stop there and report the interval "
+                        "reached (the theorem is then INCONCLUSIVE with that reason)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--device", help="cpu (default) or cuda[:N]: where training and "
                    "measurement run")

@@ -135,6 +135,10 @@ def decide(theorem: Theorem, values: dict[str, Estimate]) -> TheoremResult:
         reason = (f"intervals overlap: rhs − lhs ∈ [{gap_lo:.3g}, {gap_hi:.3g}]"
                   + (" (the bound is tight within measurement error)"
                      if abs(rhs.value - lhs.value) <= max(lhs.width, rhs.width) else ""))
+        stopped = [f"{name} {e.details['stopped']}" for name, e in values.items()
+                   if e.details.get("stopped")]
+        if stopped:
+            reason += "; " + "; ".join(stopped)
     return TheoremResult(theorem.id, verdict, reason, lhs, rhs, slack, dict(values))
 
 

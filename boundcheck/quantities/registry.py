@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from boundcheck.core.estimate import Estimate
+from boundcheck.engines.estimators.clock import time_limit
 
 
 class NotApplicableError(Exception):
@@ -102,6 +103,8 @@ class Budget:
     lvr_noise_scale: float = 1e-3  # ε of the finite-perturbation LVR (boundcheck.engines.lvr)
     max_closed_form_flops: float = 3e11  # T2's n² Gram work (boundcheck.engines.closed_form)
     max_refinements: int = 2  # INCONCLUSIVE on estimated inputs: re-measure this often
+    time_limit_s: float | None = None  # per quantity measured (None: no limit); see
+    # boundcheck.engines.estimators.clock: estimators stop and return the interval reached
     # The papers' dialect (boundcheck.quantities.paper_dialect): the authors' sample subset,
     # top-k log-volume and ε-regularised harmonic factor.
     paper_samples: int = 20  # |S|: the authors average 20 training samples per checkpoint
@@ -135,7 +138,8 @@ class Context:
         if name not in QUANTITIES:
             raise KeyError(f"unknown quantity {name!r}; known: {', '.join(sorted(QUANTITIES))}")
         try:
-            est = QUANTITIES[name].measure(self)
+            with time_limit(self.budget.time_limit_s):
+                est = QUANTITIES[name].measure(self)
         except (NotApplicableError, NotAffordableError) as err:
             self.failures[name] = err
             raise

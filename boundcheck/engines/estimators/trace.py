@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate
+from boundcheck.engines.estimators import clock
 
 U = UNIT_ROUNDOFF["float64"]
 PILOT = 30
@@ -156,6 +157,7 @@ class MeanInterval:
     confidence: float
     critical: float = 0.0  # c(M, α) used
     exact: bool = False
+    stopped: str = ""  # why the main stage drew fewer samples than planned (time limit)
 
 
 Draw = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
@@ -187,16 +189,19 @@ def adaptive_mean(draw: Draw, *, confidence: float, target_half_width: Callable[
             for _ in range(4):  # c(M) decreases in M: iterate down to a fixed point
                 c = rank_one_critical_value(max(m, MIN_SAMPLES), alpha)
                 m = min(room, max(MIN_SAMPLES, math.ceil((OVERSHOOT * c * sd0 / target) ** 2)))
-    if exhaustive is not None and m >= exhaustive[0]:
+    if exhaustive is not None and m >= exhaustive[0] and not clock.expired():
         value, err = exhaustive[1]()
         return MeanInterval(value, err, exhaustive[0], len(pilot), 0.0, confidence,
                             exact=True)
+    planned = m
     x, scale = draw(m)
+    m = len(x)  # fewer when the time limit cut the draw (never below MIN_SAMPLES)
     mean = float(x.mean())
     sd = float(x.std()) if m > 1 else 0.0
     c = rank_one_critical_value(m, alpha)
     half = c * sd / math.sqrt(m) + float(scale.mean())
-    return MeanInterval(mean, half, m, len(pilot), sd, confidence, c)
+    stopped = (f"time limit reached: {m} of {planned} planned samples" if m < planned else "")
+    return MeanInterval(mean, half, m, len(pilot), sd, confidence, c, stopped=stopped)
 
 
 def _basis_sum(op, fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -236,11 +241,19 @@ def _rounding(dim: int, v: torch.Tensor, av: torch.Tensor) -> torch.Tensor:
 
 
 def _blocks(m: int, fn: Callable[[int], tuple[torch.Tensor, torch.Tensor]]):
+    """m samples in blocks; past the time limit (:mod:`.clock`) it stops after the block that
+    reaches ``min(m, MIN_SAMPLES)`` samples. The cut depends on the clock only, so the interval
+    over the samples drawn keeps its confidence."""
     xs, scales = [], []
+    drawn = 0
     for start in range(0, m, BLOCK):
+        if drawn >= min(m, MIN_SAMPLES) and clock.expired():
+            break
         x, s = fn(min(BLOCK, m - start))
         xs.append(x)
         scales.append(s)
+        drawn += len(x)
+        clock.report("trace probes", drawn)
     return torch.cat(xs).double().cpu(), torch.cat(scales).double().cpu()
 
 
@@ -251,6 +264,8 @@ def _relative_target(rel_half_width: float, abs_half_width: float) -> Callable[[
 def _estimate(value: float, half: float, res: MeanInterval, method: str, matvecs: int,
               **details) -> Estimate:
     info = {"samples": res.samples, "pilot": res.pilot, "matvecs": matvecs, **details}
+    if res.stopped:
+        info["stopped"] = res.stopped
     if res.exact:
         return Estimate.exact(value, half, "exhaustive: every basis vector (cheaper than the "
                               "probes the target needed)", **info)
