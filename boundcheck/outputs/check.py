@@ -59,9 +59,11 @@ def run_check(baseline: str | Path, *, config: str | Path | None = None,
     status: 0 pass (or baseline updated), 1 regression."""
     import json
 
-    from boundcheck.verification.results import write_json_atomic
+    from boundcheck.verification.results import check_writable_folder, write_json_atomic
 
     baseline = Path(baseline)
+    if output is not None:
+        check_writable_folder(output)
     if results is not None:
         with open(results, encoding="utf-8") as fh:
             new_data = json.load(fh)  # kept verbatim for --update-baseline

@@ -146,6 +146,28 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
+def check_writable_folder(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and make sure a file can be written in it; otherwise a
+    ``ValueError`` naming it (a file in the way, a read-only folder). Call it before any work,
+    so a bad output folder is refused at once rather than after training."""
+    folder = Path(folder)
+    for parent in [folder, *folder.parents]:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                where = "is" if parent == folder else f"lies under {parent}, which is"
+                raise ValueError(f"output folder {folder} {where} a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".boundcheck-write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"output folder {folder} is not writable: "
+                         f"{err.strerror or err}") from err
+    return folder
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version

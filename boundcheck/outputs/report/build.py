@@ -29,7 +29,7 @@ from boundcheck.outputs.report.document import FIGURE_PREFIXES, Report
 from boundcheck.outputs.report.latex import render_latex
 from boundcheck.outputs.report.markdown import render_markdown
 from boundcheck.outputs.report.pdf import PdfBuildError, build_pdf, latexmk_available
-from boundcheck.verification.results import Results
+from boundcheck.verification.results import Results, check_writable_folder
 
 __all__ = ["Report", "write_report"]
 
@@ -58,21 +58,6 @@ def write_report(runs: Sequence[Results], path: str | Path, *, pdf: bool = True,
         + (f", {len(report.figures)} figure(s) in {report.figure_dir}" if report.figures else "")
         + ")")
     return path
-
-
-def check_writable_folder(folder: str | Path) -> Path:
-    """``folder`` exists as a writable directory, or can be created as one; else a
-    ``ValueError`` naming it (checked before any work is done)."""
-    folder = Path(folder)
-    for parent in [folder, *folder.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"output folder {folder}: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise ValueError(f"output folder {folder}: {parent} is not writable")
-            break
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def _build(runs: Sequence[Results], tex: Path, *, pdf: bool, markdown: bool, figures: bool,
