@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from test_report import matrix_results, sweep_runs
 
-from boundcheck.outputs.report import latexmk_available, write_report
 from boundcheck.outputs.report import build as report_build
+from boundcheck.outputs.report import latexmk_available, write_report
 
 ROOT = Path(__file__).parents[1]
 
@@ -93,7 +93,7 @@ def test_a_crash_between_any_two_renames_leaves_a_whole_report(old_and_new, tmp_
         shutil.copytree(built, trial / ".stage")
         count = [0]
 
-        def counting(op):
+        def counting(op, count=count, k=k):
             def wrapped(src, dst, *a, **kw):
                 if count[0] == k:
                     raise KeyboardInterrupt("simulated kill")
@@ -188,6 +188,7 @@ def test_sigkilled_report_with_pdf_many_times(old_and_new, tmp_path):
     shutil.copytree(base / "old", with_pdf / "old")
     write_report(sweep_runs(), with_pdf / "old" / "rep.tex", pdf=True, log=lambda _m: None)
     assert (with_pdf / "old" / "rep.pdf").exists()
+    versions = [_report_files(with_pdf / "old", "rep"), versions[1]]
     outcomes = _kill_trials(with_pdf, versions, tmp_path / "trials", kills=10, pdf=True, seed=1)
     print(f"outcomes of 10 kills: {outcomes}")
     assert len(outcomes) == 10

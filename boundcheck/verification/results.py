@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from boundcheck.core.verdict import TheoremResult, Verdict
+from boundcheck.verification.schema import SCHEMA, ResultsSchemaError, validate_results
 
-SCHEMA = 1
+__all__ = ["SCHEMA", "Results", "ResultsSchemaError", "check_writable_folder", "provenance",
+           "read_json", "write_json_atomic", "write_text_atomic"]
 
 
 @dataclass
@@ -74,10 +76,10 @@ class Results:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Results:
-        if d.get("schema") != SCHEMA:
-            raise ValueError(f"unsupported results schema {d.get('schema')!r} (expected "
-                             f"{SCHEMA})")
+    def from_dict(cls, d: dict[str, Any], source: str = "results") -> Results:
+        """Results from their JSON form, checked against the schema first (``source`` names
+        the file in the error)."""
+        validate_results(d, source)
         return cls(d["subject"], [TheoremResult.from_dict(r) for r in d["results"]],
                    d.get("provenance", {}), d.get("training"), d.get("extras", {}),
                    d.get("theorems", {}))
@@ -87,8 +89,7 @@ class Results:
 
     @classmethod
     def load(cls, path: str | Path) -> Results:
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))
+        return cls.from_dict(read_json(path), str(path))
 
     def table(self) -> str:
         """A fixed-width summary for terminals and CI logs."""
@@ -118,6 +119,21 @@ def _fmt_slack(r: TheoremResult) -> str:
     if r.slack.kind == "ratio":
         return f"×{r.slack.value:.4g}"
     return f"{r.slack.value:+.4g}"
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file's content; a file that is not JSON (e.g. truncated) gives a
+    ``ResultsSchemaError`` naming the file and where parsing stopped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ResultsSchemaError(f"{path}: not a text (UTF-8) file: {err}") from err
+    except json.JSONDecodeError as err:
+        raise ResultsSchemaError(f"{path}: not valid JSON (truncated or hand-edited?): {err.msg} "
+                                 f"at line {err.lineno} column {err.colno}") from err
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
