@@ -171,3 +171,67 @@ target_loss = 0.0
 
     fresh = run_sweep(RunConfig.from_toml(config), tmp_path / "fresh", workers=1, log=_quiet)
     assert _canonical(fresh.store) == _canonical(store.path)
+
+
+def _children(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid`` (from /proc)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.add(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_die_with_a_sigkilled_driver(tmp_path):
+    """SIGKILL the driver of a process-pool sweep (not its process group) while its workers
+    compute: they and the resource tracker must end within seconds, not compute on orphaned
+    (issue 16). (A worker still starting up, importing torch, ends when its initializer runs.)"""
+    config = tmp_path / "sweep.toml"
+    config.write_text("""
+name = "orphans"
+theorems = ["hessian.ws_lambda_max"]
+[subject]
+dataset = "iris"
+hidden = [2]
+[recipe]
+optimizer = "sgd"
+steps = 200000
+target_loss = 0.0
+[sweep.grid]
+"recipe.lr" = [0.01, 0.02, 0.03]
+""")
+    proc = subprocess.Popen(_cli(config, "-o", tmp_path / "out", "--workers", "2", "-q"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        # started workers: past their initializer, which starts the parent watchdog thread
+        while sum(len(os.listdir(f"/proc/{p}/task")) > 1 for p in _children(proc.pid)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "no pool started"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        children = _children(proc.pid)  # the two workers and the resource tracker
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 3
+        while any(map(_alive, children)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        survivors = [p for p in children if _alive(p)]
+        assert not survivors, f"{len(survivors)} of {len(children)} children outlived the driver"
+    finally:
+        for p in _children(proc.pid):
+            os.kill(p, signal.SIGKILL)
