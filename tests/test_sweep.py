@@ -113,6 +113,26 @@ def test_a_failing_job_is_recorded_and_the_rest_run(tmp_path):
     assert verdicts == ["ERROR", "HOLDS", "HOLDS"]
 
 
+def _sweep_toml(folder, name, steps, lrs):
+    """A sweep over the SGD learning rate of a tiny iris MLP, as a TOML file."""
+    config = folder / "sweep.toml"
+    config.write_text(f"""
+name = "{name}"
+theorems = ["hessian.ws_lambda_max"]
+[subject]
+dataset = "iris"
+hidden = [2]
+[recipe]
+optimizer = "sgd"
+momentum = 0.0
+steps = {steps}
+target_loss = 0.0
+[sweep.grid]
+"recipe.lr" = {lrs}
+""")
+    return config
+
+
 def _cli(*args):
     return [sys.executable, "-m", "boundcheck.cli", "run", *map(str, args)]
 
@@ -121,21 +141,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     """Kill a running sweep with SIGKILL as soon as its first job is recorded, resume it, and
     check: every record exactly once, the jobs finished before the kill not recomputed
     (their records and timestamps unchanged), and the result equal to an uninterrupted run."""
-    config = tmp_path / "sweep.toml"
-    config.write_text("""
-name = "killed"
-theorems = ["hessian.ws_lambda_max"]
-[subject]
-dataset = "iris"
-hidden = [2]
-[recipe]
-optimizer = "sgd"
-momentum = 0.0
-steps = 3000
-target_loss = 0.0
-[sweep.grid]
-"recipe.lr" = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
-""")
+    config = _sweep_toml(tmp_path, "killed", 3000, [0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
     out = tmp_path / "out"
     store = ResultStore(out / "records.jsonl")
     proc = subprocess.Popen(_cli(config, "-o", out, "--workers", "1", "-q"),
@@ -201,20 +207,7 @@ def test_pool_workers_die_with_a_sigkilled_driver(tmp_path):
     """SIGKILL the driver of a process-pool sweep (not its process group) while its workers
     compute: they and the resource tracker must end within seconds, not compute on orphaned
     (issue 16). (A worker still starting up, importing torch, ends when its initializer runs.)"""
-    config = tmp_path / "sweep.toml"
-    config.write_text("""
-name = "orphans"
-theorems = ["hessian.ws_lambda_max"]
-[subject]
-dataset = "iris"
-hidden = [2]
-[recipe]
-optimizer = "sgd"
-steps = 200000
-target_loss = 0.0
-[sweep.grid]
-"recipe.lr" = [0.01, 0.02, 0.03]
-""")
+    config = _sweep_toml(tmp_path, "orphans", 200000, [0.01, 0.02, 0.03])
     proc = subprocess.Popen(_cli(config, "-o", tmp_path / "out", "--workers", "2", "-q"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from boundcheck.verification.results import Results
+from boundcheck.verification.results import Results, fsync_dir
 
 SCHEMA = 1
 VOLATILE = ("timing",)  # fields that legitimately differ between two runs of the same job
@@ -90,7 +90,7 @@ class ResultStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         return dropped
 
     def append(self, records: list[dict[str, Any]]) -> None:
@@ -113,7 +113,7 @@ class ResultStore:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -279,10 +279,3 @@ def _float(x: Any) -> float:
         return math.nan
     return float(x)  # float("inf") / float("-inf") read the strings back
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -26,8 +26,8 @@ from typing import Any
 from boundcheck.core.verdict import TheoremResult, Verdict
 from boundcheck.verification.schema import SCHEMA, ResultsSchemaError, validate_results
 
-__all__ = ["SCHEMA", "Results", "ResultsSchemaError", "check_writable_folder", "provenance",
-           "read_json", "write_json_atomic", "write_text_atomic"]
+__all__ = ["SCHEMA", "Results", "ResultsSchemaError", "check_writable_folder", "fsync_dir",
+           "provenance", "read_json", "write_json_atomic", "write_text_atomic"]
 
 
 @dataclass
@@ -182,6 +182,15 @@ def check_writable_folder(folder: str | Path) -> Path:
         raise ValueError(f"output folder {folder} is not writable: "
                          f"{err.strerror or err}") from err
     return folder
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Flush a folder's entries (a rename or a new file in it) to disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _version() -> str:

@@ -29,7 +29,7 @@ from boundcheck.outputs.report.document import FIGURE_PREFIXES, Report
 from boundcheck.outputs.report.latex import render_latex
 from boundcheck.outputs.report.markdown import render_markdown
 from boundcheck.outputs.report.pdf import PdfBuildError, build_pdf, latexmk_available
-from boundcheck.verification.results import Results, check_writable_folder
+from boundcheck.verification.results import Results, check_writable_folder, fsync_dir
 
 __all__ = ["Report", "write_report"]
 
@@ -101,12 +101,12 @@ def _swap_in(stage: Path, path: Path, *, pdf_built: bool) -> None:
         else:
             for name in sorted(new_figures):
                 os.replace(staged_figures / name, target_figures / name)
-        _fsync_dir(target_figures)
+        fsync_dir(target_figures)
     for final in [*_companions(path, True, pdf_built), path]:  # the .tex last
         staged = stage / final.name
         if staged.exists():
             os.replace(staged, final)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     if target_figures.is_dir():  # figures only the old report used
         for f in target_figures.iterdir():
             if f.name not in new_figures and f.is_file() and f.name.startswith(FIGURE_PREFIXES) \
@@ -158,10 +158,3 @@ def _fsync(path: Path) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
