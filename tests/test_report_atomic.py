@@ -114,6 +114,7 @@ def test_a_crash_between_any_two_renames_leaves_a_whole_report(old_and_new, tmp_
         seen.append(assert_whole(trial, "rep", versions))
         if finished:
             break
+    print(f"states after each rename: {seen}")
     assert finished and seen[0] == "old" and seen[-1] == "new" and len(seen) > 5
     assert "old" not in seen[seen.index("new"):]  # once the new .tex is in place it stays
     stale = set(os.listdir(trial / "rep-figures")) - set(os.listdir(base / "new" / "rep-figures"))
