@@ -111,3 +111,78 @@ def test_register_rejects_duplicates():
     clash = dataclasses.replace(t, title="different")
     with pytest.raises(ValueError, match="already registered"):
         bc.register(clash)
+
+
+# -- issue 16: refused at once, with one clear line ---------------------------------------------
+@pytest.mark.parametrize("confidence", [0, 1, 1.5, float("nan"), -0.5, True, "0.99", None])
+def test_confidence_out_of_range_is_refused_at_once(confidence, monkeypatch):
+    from boundcheck.quantities import registry
+
+    s = bc.Subject(mlp([3, 4, 3], seed=0), data())
+
+    def no_measuring(*_a, **_k):
+        raise AssertionError("measured")
+
+    monkeypatch.setattr(registry.Context, "get", no_measuring)
+    for call in (lambda: bc.verify(s, "hessian.ws", confidence=confidence),
+                 lambda: bc.measure(s, ["hessian.trace"], confidence=confidence),
+                 lambda: bc.quantities.Context(s, confidence=confidence)):
+        with pytest.raises(ValueError, match="confidence must be a number strictly between 0 "
+                                             "and 1"):
+            call()
+
+
+@pytest.mark.parametrize("field, value", [("max_dense_params", -1), ("max_probes", 2.5),
+                                          ("trace_rel_half_width", float("inf")),
+                                          ("lanczos_max_iter", 0), ("trace_method", "magic"),
+                                          ("max_refinements", True)])
+def test_bad_budgets_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"Budget.{field} must be"):
+        bc.Budget(**{field: value})
+
+
+def test_meta_device_model_or_data_is_refused():
+    x, y = data()
+    with torch.device("meta"):
+        ghost = mlp([3, 4, 3], seed=0)
+    with pytest.raises(bc.InvalidSubjectError, match="'0.weight' is on the meta device"):
+        bc.Subject(ghost, (x, y))
+    with pytest.raises(bc.InvalidSubjectError, match="data is on the meta device"):
+        bc.Subject(mlp([3, 4, 3], seed=0), (x.to("meta"), y))
+    with pytest.raises(bc.InvalidSubjectError, match="meta device holds no values"):
+        bc.Subject(mlp([3, 4, 3], seed=0), (x, y), device="meta")
+
+
+class FunctionalDropout(nn.Module):
+    """Dropout through the functional API: no Dropout module for a scan to find."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(nn.functional.dropout(torch.tanh(self.a(x)), 0.5,
+                                            training=self.training))
+
+
+def test_functional_dropout_in_train_mode_is_refused():
+    x, y = data()
+    net = FunctionalDropout()
+    rng = torch.get_rng_state()
+    with pytest.raises(bc.ModelModeError, match="outputs change between two forward passes"):
+        bc.Subject(net, (x, y))
+    assert torch.equal(torch.get_rng_state(), rng), "the probe must not move the global RNG"
+    s = bc.Subject(net, (x, y), eval_mode=True)
+    assert net.training and any("depend on the mode" in n for n in s.describe()["notes"])
+    net.eval()
+    assert bc.Subject(net, (x, y)).describe()["notes"] == []
+    plain = mlp([3, 4, 3], seed=0).train()  # train mode, but nothing depends on it
+    assert bc.Subject(plain, (x, y)).describe()["notes"] == []
+
+
+def test_nan_in_a_batchnorm_buffer_is_refused():
+    x, y = data()
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).eval()
+    net[1].running_var[2] = float("nan")
+    with pytest.raises(bc.InvalidSubjectError, match="buffer '1.running_var' has 1 NaN/inf"):
+        bc.Subject(net, (x, y))

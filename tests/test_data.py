@@ -1,8 +1,5 @@
 """Data sets: bundled tables, synthetic generators (checked against brute force), local image
-folders (through a stand-in torchvision: tests never need the real one), and clear errors."""
-
-import sys
-import types
+files (IDX, CIFAR batches, written here), and clear errors."""
 
 import numpy as np
 import pytest
@@ -133,49 +130,124 @@ def test_local_missing_folder_names_it(tmp_path):
         data.local("svhn", tmp_path)
 
 
-def test_local_without_torchvision_says_so(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "torchvision", None)  # import fails
-    with pytest.raises(ImportError, match="torchvision, which cannot be imported"):
-        data.local("cifar10", tmp_path)
+def write_idx(path, array, gz=False):
+    """An IDX file as LeCun's format describes it (big-endian header and data)."""
+    import gzip
+
+    codes = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D,
+             np.float64: 0x0E}
+    array = np.asarray(array)
+    header = bytes([0, 0, codes[array.dtype.type], array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    blob = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as fh:
+            fh.write(blob)
+    else:
+        path.write_bytes(blob)
+    return path
 
 
-def _fake_torchvision(monkeypatch, folder):
-    """A stand-in for torchvision.datasets: MNIST-like uint8 tensors, CIFAR-like numpy."""
-
-    def dataset(images, labels):
-        class Fake:
-            def __init__(self, root, train=True, download=True):
-                assert download is False and root == str(folder)
-                if not any(folder.iterdir()):
-                    raise RuntimeError("Dataset not found. You can use download=True")
-                self.data, self.targets = images, labels
-
-        return Fake
-
-    g = np.random.default_rng(0)
-    mnist = torch.tensor(g.integers(0, 256, (12, 5, 5)), dtype=torch.uint8)
-    cifar = g.integers(0, 256, (12, 4, 4, 3)).astype(np.uint8)
-    tv = types.ModuleType("torchvision")
-    tv.datasets = types.SimpleNamespace(MNIST=dataset(mnist, torch.arange(12) % 10),
-                                        FashionMNIST=dataset(mnist, torch.arange(12) % 10),
-                                        CIFAR10=dataset(cifar, list(range(12))))
-    monkeypatch.setitem(sys.modules, "torchvision", tv)
-    monkeypatch.setitem(sys.modules, "torchvision.datasets", tv.datasets)
-    return mnist, cifar
+def write_mnist(root, folder="MNIST", n=12, gz=False, seed=0):
+    g = np.random.default_rng(seed)
+    images = g.integers(0, 256, (n, 5, 5)).astype(np.uint8)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    raw = root / folder / "raw"
+    write_idx(raw / "train-images-idx3-ubyte", images, gz)
+    write_idx(raw / "train-labels-idx1-ubyte", labels, gz)
+    write_idx(raw / "t10k-images-idx3-ubyte", images[:4], gz)
+    write_idx(raw / "t10k-labels-idx1-ubyte", labels[:4], gz)
+    return images, labels
 
 
-def test_local_reads_torchvision_datasets(tmp_path, monkeypatch):
-    mnist, cifar = _fake_torchvision(monkeypatch, tmp_path)
-    with pytest.raises(FileNotFoundError, match=f"no MNIST data found in {tmp_path}"):
-        data.local("mnist", tmp_path)
-    (tmp_path / "MNIST").mkdir()
+def write_cifar(root, per_batch=3, seed=0):
+    """CIFAR-10's python batches: dicts of bytes keys, data (n, 3072) as R, G, B planes."""
+    import pickle
+
+    g = np.random.default_rng(seed)
+    images = g.integers(0, 256, (6 * per_batch, 32, 32, 3)).astype(np.uint8)
+    labels = list(range(len(images)))
+    labels = [v % 10 for v in labels]
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for k, name in enumerate(names):
+        part = slice(k * per_batch, (k + 1) * per_batch)
+        planes = images[part].transpose(0, 3, 1, 2).reshape(per_batch, 3072)
+        (folder / name).write_bytes(pickle.dumps({b"data": planes, b"labels": labels[part],
+                                                  b"batch_label": name.encode()}))
+    return images, np.array(labels)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_files_round_trip(tmp_path, gz):
+    from boundcheck.harness.image_files import read_idx
+
+    for array in (np.arange(24, dtype=np.uint8).reshape(2, 3, 4),
+                  np.array([-3, 7, 1000], dtype=np.int32), np.linspace(0, 1, 6).reshape(3, 2)):
+        path = write_idx(tmp_path / f"a{array.dtype}", array, gz)
+        back = read_idx(path)
+        assert back.dtype == array.dtype.newbyteorder("=") and np.array_equal(back, array)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_local_reads_mnist_and_fashion_mnist_idx_files(tmp_path, gz):
+    images, labels = write_mnist(tmp_path, gz=gz)
     x, y = data.local("mnist", tmp_path, standardize=False)
-    assert x.shape == (12, 1, 5, 5) and torch.allclose(x[:, 0], mnist.float() / 255)
-    assert y.dtype == torch.int64
-    x, y = data.local("cifar10", tmp_path)
-    assert x.shape == (12, 3, 4, 4)
-    assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
-    raw = torch.tensor(cifar).permute(0, 3, 1, 2).float() / 255
-    assert torch.allclose(x[:, 1] * raw[:, 1].std() + raw[:, 1].mean(), raw[:, 1], atol=1e-5)
+    assert x.shape == (12, 1, 5, 5) and x.dtype == torch.float32
+    assert torch.allclose(x[:, 0], torch.tensor(images, dtype=torch.float32) / 255)
+    assert y.dtype == torch.int64 and y.tolist() == labels.tolist()
+    xt, yt = data.local("mnist", tmp_path, train=False, standardize=False)
+    assert xt.shape == (4, 1, 5, 5) and torch.equal(xt, x[:4]) and torch.equal(yt, y[:4])
+    write_mnist(tmp_path, "FashionMNIST", gz=gz, seed=1)
     ds = data.load("fashion_mnist", root=tmp_path, n=5, layout="flat")
     assert ds.x.shape == (5, 25) and ds.num_outputs <= 10
+    x, _ = data.local("fashion_mnist", tmp_path)
+    assert torch.allclose(x.mean(), torch.zeros(()), atol=1e-5)
+
+
+def test_local_reads_cifar10_batches(tmp_path):
+    images, labels = write_cifar(tmp_path)
+    x, y = data.local("cifar10", tmp_path, standardize=False)
+    assert x.shape == (15, 3, 32, 32) and y.tolist() == labels[:15].tolist()
+    raw = torch.tensor(images[:15]).permute(0, 3, 1, 2).float() / 255
+    assert torch.equal(x, raw)  # channel order: the R, G, B planes
+    xt, yt = data.local("cifar10", tmp_path, train=False, standardize=False)
+    assert torch.equal(xt, torch.tensor(images[15:]).permute(0, 3, 1, 2).float() / 255)
+    x, _ = data.local("cifar10", tmp_path)
+    assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+
+
+def test_bad_image_files_name_the_file(tmp_path):
+    from boundcheck.harness.image_files import DataFileError
+
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        data.local("mnist", tmp_path)
+    write_mnist(tmp_path)
+    images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-7])
+    with pytest.raises(DataFileError, match="train-images-idx3-ubyte.*truncated"):
+        data.local("mnist", tmp_path)
+    images.write_bytes(b"\x01\x02\x03\x04rest")
+    with pytest.raises(DataFileError, match="not an IDX file"):
+        data.local("mnist", tmp_path)
+    write_idx(images, np.zeros((3, 5, 5), np.uint8))  # 3 images, 12 labels
+    with pytest.raises(DataFileError, match="do not match"):
+        data.local("mnist", tmp_path)
+    write_cifar(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:100])
+    with pytest.raises(DataFileError, match="data_batch_3"):
+        data.local("cifar10", tmp_path)
+    import os
+    import pickle
+
+    batch.write_bytes(pickle.dumps(os.system))  # a pickle that would call a function
+    with pytest.raises(DataFileError, match="not allowed"):
+        data.local("cifar10", tmp_path)
+    batch.write_bytes((batch.parent / "data_batch_4").read_bytes())
+    (tmp_path / "cifar-10-batches-py" / "data_batch_5").unlink()
+    with pytest.raises(FileNotFoundError, match="data_batch_5"):
+        data.local("cifar10", tmp_path)

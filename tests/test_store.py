@@ -125,3 +125,18 @@ def test_infinities_round_trip(tmp_path):
     assert '"-inf"' in store.path.read_text()
     df = to_dataframe(store.records())
     assert df.loc[0, "lhs_lower"] == -math.inf and df.loc[0, "q.upper"] == math.inf
+
+
+def test_canonical_leaves_out_timings_inside_estimates():
+    """Two reruns of one job differ only in how long things took (issue 16)."""
+
+    def record(seconds, value=1.0):
+        est = {"value": value, "lower": value, "upper": value, "kind": "exact", "method": "m",
+               "details": {"seconds": seconds, "route": "h"}}
+        return _job("a", 1, lhs=dict(est), quantities={"closed_form.trace": dict(est)},
+                    timing={"total_s": seconds})[0]
+
+    assert canonical(record(0.1)) == canonical(record(0.7))
+    assert canonical(record(0.1)) != canonical(record(0.1, value=2.0))
+    assert canonical(record(0.1))["quantities"]["closed_form.trace"]["details"] == {"route": "h"}
+    assert record(0.1)["quantities"]["closed_form.trace"]["details"]["seconds"] == 0.1  # copy

@@ -113,6 +113,26 @@ def test_a_failing_job_is_recorded_and_the_rest_run(tmp_path):
     assert verdicts == ["ERROR", "HOLDS", "HOLDS"]
 
 
+def _sweep_toml(folder, name, steps, lrs):
+    """A sweep over the SGD learning rate of a tiny iris MLP, as a TOML file."""
+    config = folder / "sweep.toml"
+    config.write_text(f"""
+name = "{name}"
+theorems = ["hessian.ws_lambda_max"]
+[subject]
+dataset = "iris"
+hidden = [2]
+[recipe]
+optimizer = "sgd"
+momentum = 0.0
+steps = {steps}
+target_loss = 0.0
+[sweep.grid]
+"recipe.lr" = {lrs}
+""")
+    return config
+
+
 def _cli(*args):
     return [sys.executable, "-m", "boundcheck.cli", "run", *map(str, args)]
 
@@ -121,21 +141,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     """Kill a running sweep with SIGKILL as soon as its first job is recorded, resume it, and
     check: every record exactly once, the jobs finished before the kill not recomputed
     (their records and timestamps unchanged), and the result equal to an uninterrupted run."""
-    config = tmp_path / "sweep.toml"
-    config.write_text("""
-name = "killed"
-theorems = ["hessian.ws_lambda_max"]
-[subject]
-dataset = "iris"
-hidden = [2]
-[recipe]
-optimizer = "sgd"
-momentum = 0.0
-steps = 3000
-target_loss = 0.0
-[sweep.grid]
-"recipe.lr" = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
-""")
+    config = _sweep_toml(tmp_path, "killed", 3000, [0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
     out = tmp_path / "out"
     store = ResultStore(out / "records.jsonl")
     proc = subprocess.Popen(_cli(config, "-o", out, "--workers", "1", "-q"),
@@ -171,3 +177,54 @@ target_loss = 0.0
 
     fresh = run_sweep(RunConfig.from_toml(config), tmp_path / "fresh", workers=1, log=_quiet)
     assert _canonical(fresh.store) == _canonical(store.path)
+
+
+def _children(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid`` (from /proc)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.add(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_die_with_a_sigkilled_driver(tmp_path):
+    """SIGKILL the driver of a process-pool sweep (not its process group) while its workers
+    compute: they and the resource tracker must end within seconds, not compute on orphaned
+    (issue 16). (A worker still starting up, importing torch, ends when its initializer runs.)"""
+    config = _sweep_toml(tmp_path, "orphans", 200000, [0.01, 0.02, 0.03])
+    proc = subprocess.Popen(_cli(config, "-o", tmp_path / "out", "--workers", "2", "-q"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        # started workers: past their initializer, which starts the parent watchdog thread
+        while sum(len(os.listdir(f"/proc/{p}/task")) > 1 for p in _children(proc.pid)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "no pool started"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        children = _children(proc.pid)  # the two workers and the resource tracker
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 3
+        while any(map(_alive, children)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        survivors = [p for p in children if _alive(p)]
+        assert not survivors, f"{len(survivors)} of {len(children)} children outlived the driver"
+    finally:
+        for p in _children(proc.pid):
+            os.kill(p, signal.SIGKILL)

@@ -19,6 +19,7 @@ from torch import nn
 from boundcheck.core.losses import Loss, make_loss, resolve_for_output
 
 MAX_BATCH = 4096
+MODE_PROBE_SAMPLES = 64  # samples on which a train-mode model is checked for mode dependence
 _STOCHASTIC_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
@@ -66,9 +67,13 @@ class Subject:
             raise InvalidSubjectError(f"model must be a torch.nn.Module, got "
                                       f"{type(self.model).__name__}")
         self.device = torch.device(self.device or "cpu")
+        if self.device.type == "meta":
+            raise InvalidSubjectError("the meta device holds no values: measure on cpu or cuda")
+        _check_no_meta_tensors(self.model)
         _check_finite_parameters(self.model)
         self.net = self._working_copy()
         self.batches = self._load_batches(self.data)
+        self._check_mode_dependence()
         self.n = sum(b.n for b in self.batches)
         out = self._probe_outputs()
         self.output_dim = int(out.shape[1])
@@ -100,6 +105,37 @@ class Subject:
         net.eval()
         return net
 
+    def _check_mode_dependence(self) -> None:
+        """A model in train mode without dropout or batch-norm modules may still depend on
+        the mode (functional ``F.dropout(x, training=self.training)``, custom layers): its
+        outputs on a few samples are compared between two train-mode passes and eval mode
+        (on a copy, the global RNG restored), and a difference is refused like a dropout
+        module unless ``eval_mode`` is set."""
+        if not self.model.training or any(isinstance(m, _STOCHASTIC_LAYERS)
+                                          for m in self.model.modules()):
+            return
+        probe = copy.deepcopy(self.net).train()
+        x = self.batches[0].x[:MODE_PROBE_SAMPLES]
+        devices = [self.device] if self.device.type == "cuda" else []
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                first, second = probe(x), probe(x)
+                evaluated = probe.eval()(x)
+        except RuntimeError:  # the shape check that follows reports what is wrong
+            return
+        same = all(isinstance(o, torch.Tensor) and o.shape == first.shape and
+                   torch.allclose(o, first, rtol=1e-9, atol=1e-12, equal_nan=True)
+                   for o in (second, evaluated))
+        if same:
+            return
+        if not self.eval_mode:
+            raise ModelModeError(
+                "the model is in train mode and its outputs change between two forward passes "
+                "or between train and eval mode (e.g. F.dropout(x, training=self.training)): "
+                "its Hessian would depend on the mode. Call model.eval() first, or pass "
+                "eval_mode=True to measure an eval-mode copy (your model is left as it is).")
+        self.notes.append("measured an eval-mode copy (the outputs depend on the mode)")
+
     def _load_batches(self, data: Any) -> list[Batch]:
         if isinstance(data, (tuple, list)) and len(data) == 2 and not _is_batch_pair(data[0]):
             pairs: Iterable = [data]
@@ -113,6 +149,9 @@ class Subject:
             if not (isinstance(item, (tuple, list)) and len(item) >= 2):
                 raise InvalidSubjectError("each batch must be a pair (X, Y)")
             x, y = _as_tensor(item[0], "X"), _as_tensor(item[1], "Y")
+            if x.is_meta or y.is_meta:
+                raise InvalidSubjectError("the data is on the meta device (shapes without "
+                                          "values): pass real tensors")
             if x.shape[0] != y.shape[0]:
                 raise InvalidSubjectError(f"X has {x.shape[0]} samples but Y has {y.shape[0]}")
             if x.shape[0] == 0:
@@ -232,11 +271,26 @@ def _as_tensor(x: Any, what: str) -> torch.Tensor:
         raise InvalidSubjectError(f"{what} cannot be turned into a tensor: {err}") from err
 
 
+def _check_no_meta_tensors(model: nn.Module) -> None:
+    for kind, named in (("parameter", model.named_parameters()),
+                        ("buffer", model.named_buffers())):
+        for name, t in named:
+            if t.is_meta:
+                raise InvalidSubjectError(
+                    f"model {kind} {name!r} is on the meta device (no values): load real "
+                    "weights first (e.g. model.to_empty(device='cpu') then load_state_dict)")
+
+
 def _check_finite_parameters(model: nn.Module) -> None:
-    for name, p in model.named_parameters():
-        bad = int((~torch.isfinite(p.detach())).sum())
-        if bad:
-            raise InvalidSubjectError(f"model parameter {name!r} has {bad} NaN/inf entries")
+    """Parameters and floating-point buffers (batch-norm running statistics) are finite."""
+    for kind, named in (("parameter", model.named_parameters()),
+                        ("buffer", model.named_buffers())):
+        for name, t in named:
+            if not t.is_floating_point():
+                continue
+            bad = int((~torch.isfinite(t.detach())).sum())
+            if bad:
+                raise InvalidSubjectError(f"model {kind} {name!r} has {bad} NaN/inf entries")
 
 
 def _architecture_summary(net: nn.Module) -> str:

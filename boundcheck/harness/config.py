@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from boundcheck.core import checks
 from boundcheck.harness.training import Recipe
 from boundcheck.quantities import Budget
 
@@ -74,6 +75,27 @@ class SubjectConfig:
     data_root: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("dataset", "model", "loss"):
+            checks.text(getattr(self, key), f"subject.{key}")
+        if self.n_samples is not None:
+            checks.integer(self.n_samples, "subject.n_samples", least=1)
+        if self.hidden is not None:
+            if not isinstance(self.hidden, list) or not self.hidden:
+                raise ValueError(f"subject.hidden must be a list of layer widths, e.g. [32], "
+                                 f"got {self.hidden!r}")
+            for width in self.hidden:
+                checks.integer(width, "each width in subject.hidden", least=1)
+        for key in ("activation", "data_root"):
+            if getattr(self, key) is not None:
+                checks.text(getattr(self, key), f"subject.{key}")
+        if self.bias is not None:
+            checks.flag(self.bias, "subject.bias")
+        checks.integer(self.seed, "subject.seed")
+        for key in ("model_options", "dataset_options"):
+            if not isinstance(getattr(self, key), dict):
+                raise ValueError(f"subject.{key} must be a table, got {getattr(self, key)!r}")
 
     def model_config(self) -> dict[str, Any]:
         """The config :func:`boundcheck.harness.zoo.build_model` takes."""
@@ -124,6 +146,17 @@ class RunConfig:
     sweep: SweepSpec | None = None
     experiment: str | None = None  # a module in boundcheck.harness.experiments, run after the sweep
 
+    def __post_init__(self) -> None:
+        checks.text(self.name, "name")
+        if self.theorems is not None and not isinstance(self.theorems, str) and not (
+                isinstance(self.theorems, list) and all(isinstance(t, str)
+                                                        for t in self.theorems)):
+            raise ValueError(f"theorems must be a list of theorem ids or family prefixes, got "
+                             f"{self.theorems!r}")
+        checks.confidence(self.confidence)
+        checks.integer(self.seed, "seed")
+        checks.text(self.device, "device")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
@@ -134,15 +167,15 @@ class RunConfig:
         base = cls()
         sweep = d.get("sweep")
         return cls(
-            name=str(d.get("name", base.name)),
+            name=d.get("name", base.name),
             subject=_sub(SubjectConfig, d.get("subject", {}), "subject"),
-            recipe=_sub(Recipe, {**dataclasses.asdict(base.recipe), **d.get("recipe", {})},
+            recipe=_sub(Recipe, {**dataclasses.asdict(base.recipe), **_table(d, "recipe")},
                         "recipe"),
             budget=_sub(Budget, d.get("budget", {}), "budget"),
             theorems=d.get("theorems", base.theorems),
-            confidence=float(d.get("confidence", base.confidence)),
-            seed=int(d.get("seed", base.seed)),
-            device=str(d.get("device", base.device)),
+            confidence=d.get("confidence", base.confidence),
+            seed=d.get("seed", base.seed),
+            device=d.get("device", base.device),
             sweep=SweepSpec.from_dict(sweep) if sweep else None,
             experiment=_experiment(d.get("experiment")),
         )
@@ -198,7 +231,16 @@ def set_path(d: dict[str, Any], path: str, value: Any) -> None:
     node[last] = value
 
 
-def _sub(kind, values: dict[str, Any], where: str):
+def _table(d: dict[str, Any], key: str) -> dict[str, Any]:
+    value = d.get(key, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"[{key}] must be a table, got {value!r}")
+    return value
+
+
+def _sub(kind, values: Any, where: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"[{where}] must be a table, got {values!r}")
     names = {f.name for f in dataclasses.fields(kind)}
     unknown = set(values) - names
     if unknown:

@@ -4,8 +4,8 @@ folder. Nothing here downloads anything.
 * bundled: digits (1,797 8×8 images; also as (1, 8, 8) images), iris, wine, breast_cancer.
 * synthetic: Gaussian mixtures; labels from a random teacher network; samples with a chosen
   pairwise cosine ρ (the "degree of orthogonality" of THEOREMS.md T2); token sequences.
-* local: MNIST, FashionMNIST, CIFAR-10 through torchvision with ``download=False`` from a
-  folder the user names; torchvision is imported only then.
+* local: MNIST, FashionMNIST (IDX files) and CIFAR-10 (python batches) from a folder the
+  user names, read directly (:mod:`boundcheck.harness.image_files`; no torchvision).
 
 :func:`load` picks any of them by name and lays the inputs out for an architecture
 ("flat" vectors, "image" (C, H, W) or "tokens").
@@ -147,27 +147,24 @@ def tokens(n: int, length: int = 8, vocab: int = 4, seed: int = 0, one_hot: bool
 def local(name: str, root: str | Path, train: bool = True, n: int | None = None, seed: int = 0,
           standardize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST, FashionMNIST or CIFAR-10 from ``root`` (torchvision's folder layout, e.g.
-    ``root/MNIST/raw/…`` or ``root/cifar-10-batches-py``), never downloaded. Returns images
-    (n, C, H, W) float32 (pixels in [0, 1], then standardised per channel) and int64 labels."""
+    ``root/MNIST/raw/train-images-idx3-ubyte[.gz]`` or ``root/cifar-10-batches-py/``; see
+    :mod:`boundcheck.harness.image_files`), never downloaded. Returns images (n, C, H, W)
+    float32 (pixels in [0, 1], then standardised per channel) and int64 labels."""
+    from boundcheck.harness.image_files import read_cifar10, read_mnist
+
     if name not in LOCAL:
         raise ValueError(f"unknown local data set {name!r}; choose from {', '.join(LOCAL)}")
     folder = Path(root).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"{name}: data folder {folder} does not exist; put torchvision's "
+        raise FileNotFoundError(f"{name}: data folder {folder} does not exist; put the "
                                 f"{LOCAL[name]} files there (nothing is downloaded)")
-    try:
-        from torchvision import datasets as tv_datasets
-    except Exception as err:  # torchvision raises RuntimeError when built for another torch
-        raise ImportError(f"{name} in {folder} is read with torchvision, which cannot be "
-                          f"imported here: {err}") from err
-    try:
-        ds = getattr(tv_datasets, LOCAL[name])(str(folder), train=train, download=False)
-    except RuntimeError as err:
-        raise FileNotFoundError(f"{name}: no {LOCAL[name]} data found in {folder} ({err}); "
-                                "nothing is downloaded") from err
-    images = torch.as_tensor(np.asarray(ds.data)).to(torch.float32) / 255.0
+    if name == "cifar10":
+        raw, targets = read_cifar10(folder, train=train)
+    else:
+        raw, targets = read_mnist(folder, LOCAL[name], train=train)
+    images = torch.from_numpy(raw.astype(np.float32)) / 255.0
     images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
-    labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+    labels = torch.from_numpy(targets.astype(np.int64))
     images, labels = _subsample(images, labels, n, seed, name)
     if standardize:
         mean = images.mean(dim=(0, 2, 3), keepdim=True)

@@ -32,10 +32,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from boundcheck.verification.results import Results
+from boundcheck.verification.results import Results, fsync_dir
 
 SCHEMA = 1
 VOLATILE = ("timing",)  # fields that legitimately differ between two runs of the same job
+VOLATILE_DETAILS = ("seconds",)  # timings inside an estimate's details
 
 
 class ResultStore:
@@ -89,7 +90,7 @@ class ResultStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         return dropped
 
     def append(self, records: list[dict[str, Any]]) -> None:
@@ -112,29 +113,47 @@ class ResultStore:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold an exclusive advisory lock on the store for the duration of a sweep."""
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not on POSIX: no lock
+        with exclusive_lock(self.path.with_name(self.path.name + ".lock"),
+                            f"another sweep is writing to {self.path}"):
             yield
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as err:
-                raise ValueError(f"another sweep is writing to {self.path}") from err
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def to_dataframe(self):
         return to_dataframe(self.records())
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on ``path``, which records the holder's
+    pid; when another process holds it, a ``ValueError``: ``busy`` and that pid. The kernel
+    releases the lock when its holder dies, even by SIGKILL, so no stale lock is left."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX: no lock
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            raise ValueError(f"{busy} (pid {holder or '?'}, lock {path})") from err
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def job_records(*, sweep: str, job: str, job_id: str, params: dict[str, Any],
@@ -177,8 +196,25 @@ def error_records(*, sweep: str, job: str, job_id: str, params: dict[str, Any],
 
 
 def canonical(record: dict[str, Any]) -> dict[str, Any]:
-    """The record without its volatile fields: equal for two runs of the same job."""
-    return {k: v for k, v in record.items() if k not in VOLATILE}
+    """The record without what legitimately differs between two runs of the same job: its
+    ``timing`` and the timings inside estimates (``details.seconds`` of the quantities, the
+    sides and the slack). Equal for two runs of the same job."""
+    out = {k: v for k, v in record.items() if k not in VOLATILE}
+    for side in ("lhs", "rhs", "slack"):
+        if isinstance(out.get(side), dict):
+            out[side] = _without_timings(out[side])
+    if isinstance(out.get("quantities"), dict):
+        out["quantities"] = {name: _without_timings(est) if isinstance(est, dict) else est
+                             for name, est in out["quantities"].items()}
+    return out
+
+
+def _without_timings(estimate: dict[str, Any]) -> dict[str, Any]:
+    details = estimate.get("details")
+    if not isinstance(details, dict):
+        return estimate
+    return {**estimate, "details": {k: v for k, v in details.items()
+                                    if k not in VOLATILE_DETAILS}}
 
 
 def to_dataframe(records: Iterable[dict[str, Any]]):
@@ -243,10 +279,3 @@ def _float(x: Any) -> float:
         return math.nan
     return float(x)  # float("inf") / float("-inf") read the strings back
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import copy
+import ctypes
 import dataclasses
 import itertools
 import json
@@ -44,7 +45,10 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -54,7 +58,7 @@ from typing import Any
 from boundcheck.harness.config import RunConfig, SweepSpec, set_path
 from boundcheck.harness.pipeline import check_device
 from boundcheck.harness.store import ResultStore, error_records, job_records
-from boundcheck.verification.results import write_json_atomic
+from boundcheck.verification.results import check_writable_folder, write_json_atomic
 
 STORE_NAME = "records.jsonl"
 
@@ -155,7 +159,7 @@ def run_sweep(cfg: RunConfig, out_dir: str | Path | None = None, *, resume: bool
     jobs = expand(cfg)
     if scheduler is None and executor is None:  # remote workers may have GPUs this one lacks
         check_device(cfg.device)
-    out = Path(out_dir) if out_dir else Path("runs") / _slug(cfg.name)
+    out = check_writable_folder(Path(out_dir) if out_dir else Path("runs") / _slug(cfg.name))
     store = ResultStore(out / STORE_NAME)
     summary = SweepSummary(store.path, jobs)
     with store.lock():
@@ -214,7 +218,8 @@ def open_executor(workers: int | None = None, scheduler: str | None = None,
     if workers == 1:
         ex: cf.Executor = InProcessExecutor()
     else:
-        ex = cf.ProcessPoolExecutor(max_workers=workers, initializer=_one_torch_thread,
+        ex = cf.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                    initargs=(os.getpid(),),
                                     mp_context=multiprocessing.get_context("spawn"))
     try:
         yield ex
@@ -254,10 +259,42 @@ def _dask_executor(scheduler: str | None, local_cluster: int | None) -> Iterator
         yield client.get_executor(pure=False)
 
 
-def _one_torch_thread() -> None:
+def _init_worker(parent: int) -> None:
+    """A pool worker: one torch thread, and it dies with the driver ``parent``."""
     import torch
 
+    die_with_parent(parent)
     torch.set_num_threads(1)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WATCHDOG_PERIOD_S = 0.5
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this process end when ``parent`` does, even when the parent is SIGKILLed (then it
+    cannot shut its pool down, and the workers would compute on, reparented to pid 1).
+
+    On Linux the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``,
+    prctl(2)); everywhere, a daemon thread polls ``os.getppid()`` and exits the process once
+    it is no longer ``parent`` (the fallback, and the guard for a parent that died before the
+    ``prctl`` call)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no usable libc: the watchdog alone
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="boundcheck-parent-watchdog",
+                     daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(WATCHDOG_PERIOD_S)
+    os._exit(1)
 
 
 def _timing(start: float, **extra: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from boundcheck.core import checks
 from boundcheck.core.losses import make_loss, resolve_for_output
 
 OPTIMIZERS = ("gd", "sgd", "adam")
@@ -37,12 +38,21 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: gd, sgd or adam")
-        if not self.lr > 0 or self.steps < 0 or self.log_every < 1:
-            raise ValueError(f"need lr > 0, steps ≥ 0, log_every ≥ 1 (got lr={self.lr}, "
-                             f"steps={self.steps}, log_every={self.log_every})")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1 or unset, got {self.batch_size}")
-        bad = [s for s in self.checkpoints if not 0 <= int(s) <= self.steps]
+        checks.real(self.lr, "recipe.lr", above=0.0)
+        checks.real(self.momentum, "recipe.momentum", at_least=0.0)
+        if self.batch_size is not None:
+            checks.integer(self.batch_size, "recipe.batch_size (or unset: full batch)", least=1)
+        checks.integer(self.steps, "recipe.steps", least=0)
+        if self.target_loss is not None:
+            checks.real(self.target_loss, "recipe.target_loss", at_least=0.0)
+        checks.integer(self.seed, "recipe.seed")
+        checks.integer(self.log_every, "recipe.log_every", least=1)
+        if not isinstance(self.checkpoints, (list, tuple)):
+            raise ValueError(f"recipe.checkpoints must be a list of steps, got "
+                             f"{self.checkpoints!r}")
+        for s in self.checkpoints:
+            checks.integer(s, "each of recipe.checkpoints")
+        bad = [s for s in self.checkpoints if not 0 <= s <= self.steps]
         if bad:
             raise ValueError(f"checkpoints {bad} lie outside [0, steps={self.steps}]")
         self.checkpoints = sorted({int(s) for s in self.checkpoints})

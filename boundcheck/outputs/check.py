@@ -57,15 +57,19 @@ def run_check(baseline: str | Path, *, config: str | Path | None = None,
     training is compared), compare them with the baseline, print the diff and write the
     requested files (``output``: a folder for the re-run's ``results.json``). Returns the exit
     status: 0 pass (or baseline updated), 1 regression."""
-    import json
 
-    from boundcheck.verification.results import write_json_atomic
+    from boundcheck.verification.results import (
+        check_writable_folder,
+        read_json,
+        write_json_atomic,
+    )
 
     baseline = Path(baseline)
+    if output is not None:
+        check_writable_folder(output)
     if results is not None:
-        with open(results, encoding="utf-8") as fh:
-            new_data = json.load(fh)  # kept verbatim for --update-baseline
-        new = Results.from_dict(new_data)
+        new_data = read_json(results)  # kept verbatim for --update-baseline
+        new = Results.from_dict(new_data, str(results))
     else:
         from boundcheck.harness.config import RunConfig
         from boundcheck.harness.pipeline import train_and_verify

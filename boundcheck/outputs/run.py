@@ -9,23 +9,29 @@ from pathlib import Path
 
 from boundcheck.harness.config import RunConfig
 from boundcheck.harness.pipeline import train_and_verify
+from boundcheck.harness.store import exclusive_lock
 from boundcheck.outputs.report import write_report
-from boundcheck.verification.results import Results
+from boundcheck.verification.results import Results, check_writable_folder
+
+LOCK_NAME = ".boundcheck-run.lock"
 
 
 def run(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool = True,
         pdf: bool = True, log: Callable[[str], None] = print) -> tuple[Results, Path]:
     """Train, verify and write ``results.json`` (the end of training), one
     ``checkpoints/step-N.json`` per checkpoint when there are several, and ``report.tex``
-    (+ PDF) into ``out_dir``. Returns the end-of-training results and the folder."""
-    out = Path(out_dir) if out_dir else default_out_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    runs = train_and_verify(cfg, progress=progress, log=log)
-    runs[-1].save(out / "results.json")
-    if len(runs) > 1:
-        for results in runs:
-            results.save(out / "checkpoints" / f"step-{results.training['step']:07d}.json")
-    write_report(runs, out / "report.tex", pdf=pdf, log=log)
+    (+ PDF) into ``out_dir``. Returns the end-of-training results and the folder.
+
+    The folder is checked (writable, not a file) and locked before any work: a second run
+    into the same folder while this one runs is refused with a ``ValueError``."""
+    out = check_writable_folder(Path(out_dir) if out_dir else default_out_dir())
+    with exclusive_lock(out / LOCK_NAME, f"another boundcheck run is writing to {out}"):
+        runs = train_and_verify(cfg, progress=progress, log=log)
+        runs[-1].save(out / "results.json")
+        if len(runs) > 1:
+            for results in runs:
+                results.save(out / "checkpoints" / f"step-{results.training['step']:07d}.json")
+        write_report(runs, out / "report.tex", pdf=pdf, log=log)
     return runs[-1], out
 
 

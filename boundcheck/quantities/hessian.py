@@ -75,13 +75,12 @@ from boundcheck.quantities.ggn import (
     hessian_operator_of,
     require_calibrated_confidence,
 )
-from boundcheck.quantities.registry import Context, NotAffordableError, quantity
+from boundcheck.quantities.registry import TRACE_METHODS, Context, NotAffordableError, quantity
 
 U = UNIT_ROUNDOFF["float64"]
 
 
 ETA = 2.0**-1074  # smallest subnormal: absolute rounding floor of every operation
-TRACE_METHODS = ("auto", "hutchinson", "hutchpp", "control_variate")
 
 
 def dense_affordable(ctx: Context) -> bool:

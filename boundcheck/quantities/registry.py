@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from boundcheck.core import checks
 from boundcheck.core.estimate import Estimate
 from boundcheck.engines.estimators.clock import time_limit
 
@@ -85,6 +86,10 @@ def quantity(name: str, description: str, latex: str = ""):
     return wrap
 
 
+TRACE_METHODS = ("auto", "hutchinson", "hutchpp", "control_variate")
+CAN_BE_ZERO = ("max_dense_params", "max_refinements")  # 0: never dense / never refine
+
+
 @dataclass
 class Budget:
     """How much work measurement may do before it reports an interval instead."""
@@ -112,6 +117,18 @@ class Budget:
     paper_top_k: int = 3  # singular values in the log-volume (3 in the authors' code)
     paper_epsilon: float = 1e-4  # ε added to ‖h‖² in the harmonic factor
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            name, value = f"Budget.{f.name}", getattr(self, f.name)
+            if f.type == "str":
+                if value not in TRACE_METHODS:
+                    raise ValueError(f"{name} must be one of {', '.join(TRACE_METHODS)}, got "
+                                     f"{value!r}")
+            elif f.type == "int":
+                checks.integer(value, name, least=0 if f.name in CAN_BE_ZERO else 1)
+            else:
+                checks.real(value, name, above=0.0)
+
     def tightened(self) -> Budget:
         """The budget of the next refinement round: 4× narrower traces, 10× tighter λ."""
         return dataclasses.replace(
@@ -129,6 +146,12 @@ class Context:
     estimates: dict[str, Estimate] = field(default_factory=dict)
     failures: dict[str, Exception] = field(default_factory=dict)
     _artifacts: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks.confidence(self.confidence)
+        checks.integer(self.seed, "seed")
+        if not isinstance(self.budget, Budget):
+            raise ValueError(f"budget must be a Budget, got {type(self.budget).__name__}")
 
     def get(self, name: str) -> Estimate:
         if name in self.estimates:

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from boundcheck.core.verdict import TheoremResult, Verdict
+from boundcheck.verification.schema import SCHEMA, ResultsSchemaError, validate_results
 
-SCHEMA = 1
+__all__ = ["SCHEMA", "Results", "ResultsSchemaError", "check_writable_folder", "fsync_dir",
+           "provenance", "read_json", "write_json_atomic", "write_text_atomic"]
 
 
 @dataclass
@@ -74,10 +76,10 @@ class Results:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Results:
-        if d.get("schema") != SCHEMA:
-            raise ValueError(f"unsupported results schema {d.get('schema')!r} (expected "
-                             f"{SCHEMA})")
+    def from_dict(cls, d: dict[str, Any], source: str = "results") -> Results:
+        """Results from their JSON form, checked against the schema first (``source`` names
+        the file in the error)."""
+        validate_results(d, source)
         return cls(d["subject"], [TheoremResult.from_dict(r) for r in d["results"]],
                    d.get("provenance", {}), d.get("training"), d.get("extras", {}),
                    d.get("theorems", {}))
@@ -87,8 +89,7 @@ class Results:
 
     @classmethod
     def load(cls, path: str | Path) -> Results:
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))
+        return cls.from_dict(read_json(path), str(path))
 
     def table(self) -> str:
         """A fixed-width summary for terminals and CI logs."""
@@ -120,6 +121,21 @@ def _fmt_slack(r: TheoremResult) -> str:
     return f"{r.slack.value:+.4g}"
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON file's content; a file that is not JSON (e.g. truncated) gives a
+    ``ResultsSchemaError`` naming the file and where parsing stopped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ResultsSchemaError(f"{path}: not a text (UTF-8) file: {err}") from err
+    except json.JSONDecodeError as err:
+        raise ResultsSchemaError(f"{path}: not valid JSON (truncated or hand-edited?): {err.msg} "
+                                 f"at line {err.lineno} column {err.colno}") from err
+
+
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     """Write JSON so a reader never sees a half-written file (temp file + rename)."""
     return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
@@ -144,6 +160,37 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def check_writable_folder(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and make sure a file can be written in it; otherwise a
+    ``ValueError`` naming it (a file in the way, a read-only folder). Call it before any work,
+    so a bad output folder is refused at once rather than after training."""
+    folder = Path(folder)
+    for parent in [folder, *folder.parents]:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                where = "is" if parent == folder else f"lies under {parent}, which is"
+                raise ValueError(f"output folder {folder} {where} a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".boundcheck-write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"output folder {folder} is not writable: "
+                         f"{err.strerror or err}") from err
+    return folder
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Flush a folder's entries (a rename or a new file in it) to disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _version() -> str:

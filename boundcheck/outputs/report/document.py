@@ -62,7 +62,6 @@ class Report:
         figure_dir = ""
         if figures_out is not None:
             out = Path(figures_out)
-            _remove_old_figures(out)
             figures = make_figures(runs, entries, out, pairs=pairs)
             base = Path(relative_to) if relative_to is not None else out.parent
             figure_dir = Path(_relative(out, base)).as_posix() + "/"
@@ -76,11 +75,3 @@ def _relative(path: Path, base: Path) -> str:
 
     return os.path.relpath(path.resolve(), base.resolve())
 
-
-def _remove_old_figures(folder: Path) -> None:
-    """Remove figures an earlier report wrote here, so none is left stale."""
-    if not folder.is_dir():
-        return
-    for f in folder.iterdir():
-        if f.is_file() and f.name.startswith(FIGURE_PREFIXES) and f.suffix in (".pdf", ".png"):
-            f.unlink()
