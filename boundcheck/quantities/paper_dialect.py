@@ -41,15 +41,18 @@ from boundcheck.quantities.data_geometry import (
     structure,
     u_of,
 )
-from boundcheck.quantities.registry import Context, NotApplicableError, quantity
-
-SUBSETS = ("first", "random")
+from boundcheck.quantities.registry import (
+    PAPER_SUBSETS,
+    Context,
+    NotApplicableError,
+    quantity,
+)
 
 
 def subset_indices(n: int, size: int, how: str, seed: int) -> torch.Tensor:
     """The indices of the papers' sample subset among n samples."""
-    if how not in SUBSETS:
-        raise ValueError(f"Budget.paper_subset must be one of {SUBSETS}, got {how!r}")
+    if how not in PAPER_SUBSETS:
+        raise ValueError(f"Budget.paper_subset must be one of {PAPER_SUBSETS}, got {how!r}")
     if size < 1:
         raise ValueError(f"Budget.paper_samples must be ≥ 1, got {size}")
     m = min(size, n)

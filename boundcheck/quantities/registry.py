@@ -87,7 +87,10 @@ def quantity(name: str, description: str, latex: str = ""):
 
 
 TRACE_METHODS = ("auto", "hutchinson", "hutchpp", "control_variate")
-CAN_BE_ZERO = ("max_dense_params", "max_refinements")  # 0: never dense / never refine
+PAPER_SUBSETS = ("first", "random")
+CHOICES = {"trace_method": TRACE_METHODS, "paper_subset": PAPER_SUBSETS}
+# 0: never dense / never refine / no ε in the papers' harmonic factor
+CAN_BE_ZERO = ("max_dense_params", "max_refinements", "paper_epsilon")
 
 
 @dataclass
@@ -121,11 +124,16 @@ class Budget:
         for f in dataclasses.fields(self):
             name, value = f"Budget.{f.name}", getattr(self, f.name)
             if f.type == "str":
-                if value not in TRACE_METHODS:
-                    raise ValueError(f"{name} must be one of {', '.join(TRACE_METHODS)}, got "
+                choices = CHOICES[f.name]
+                if value not in choices:
+                    raise ValueError(f"{name} must be one of {', '.join(choices)}, got "
                                      f"{value!r}")
             elif f.type == "int":
                 checks.integer(value, name, least=0 if f.name in CAN_BE_ZERO else 1)
+            elif value is None and "None" in f.type:
+                continue
+            elif f.name in CAN_BE_ZERO:
+                checks.real(value, name, at_least=0.0)
             else:
                 checks.real(value, name, above=0.0)
 
