@@ -67,6 +67,7 @@ class Tracker:
     evaluations: int = 0
     applicable: int = 0
     by_search: dict[str, int] = field(default_factory=dict)
+    crashes: dict[str, str] = field(default_factory=dict)  # message -> where first seen
 
     def out_of_time(self) -> bool:
         """Checked between evaluations: one evaluation (a T12 SDP bisection) may overrun."""
@@ -80,8 +81,10 @@ class Tracker:
             result = verify(subject, [self.theorem], confidence=self.confidence,
                             seed=self.seed, budget=SEARCH_BUDGET)[self.theorem.id]
         except (InvalidSubjectError, ValueError, RuntimeError, FloatingPointError,
-                OverflowError, ZeroDivisionError) as err:
-            del err  # an unbuildable or unmeasurable point is no candidate
+                OverflowError, ZeroDivisionError):
+            return None  # an unbuildable or unmeasurable point is no candidate
+        except (AttributeError, TypeError) as err:  # a crash inside verify: counted, reported
+            self.crashes.setdefault(f"{type(err).__name__}: {err}", search)
             return None
         s = score(self.theorem, result)
         if s is None:

@@ -44,12 +44,14 @@ class FalsifyReport:
     families: list[str]
     seconds: float
     record: dict | None = field(default=None)
+    crashes: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         name = self.theorem_id if not self.plant else f"{self.theorem_id} [planted {self.plant}]"
         lines = [f"falsify {name}: {self.evaluations} evaluations "
                  f"({self.applicable} where it applies) in {self.seconds:.1f} s; "
                  f"families: {', '.join(self.families) or 'none applicable'}"]
+        lines.extend(f"verify crashed ({where}): {msg}" for msg, where in self.crashes.items())
         if self.best is None:
             lines.append("no subject on which the theorem applies was found")
             return "\n".join(lines)
@@ -163,7 +165,7 @@ def falsify(theorem_id: str, *, budget: float = 10.0, seed: int = 0,
         record = search.save_instance(best, thm, theorem_id, plant, confidence, seed, path)
     return FalsifyReport(theorem_id, thm, plant, best, certified, tracker.evaluations,
                          tracker.applicable, dict(tracker.by_search), [f.name for f in fams],
-                         time.monotonic() - start, record)
+                         time.monotonic() - start, record, dict(tracker.crashes))
 
 
 def replay(theorem_id: str, path: str | Path, *, plant: str | None = None,
