@@ -95,3 +95,15 @@ def test_every_theorem_true_and_planted(theorem, tmp_path):
           f"best score {report.best.score if report.best else None}")
     if not theorem.startswith("hessian.tier_b"):
         assert report.counterexample is not None, report.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("theorem", ["compression.mls_sharpness", "compression.lvr_sharpness"])
+def test_finds_the_sharpness_forms_false_off_a_minimum(theorem):
+    """Ignoring the zero-loss-minimum precondition of the tr H forms: the search finds a net
+    off a minimum where the bound is certified VIOLATED (tr R < 0 there); with the
+    precondition the theorem is never falsified (NOT_APPLICABLE off a minimum)."""
+    report = falsify(theorem, plant="precondition:ignored", budget=15, seed=0)
+    assert report.counterexample is not None, report.summary()
+    assert bc.verify(report.best.subject, [theorem])[theorem].verdict == \
+        bc.Verdict.NOT_APPLICABLE

@@ -73,6 +73,9 @@ def summary(rows: list[Row]) -> dict:
         "inconclusive_planted_false": rate(planted_false),
         "inconclusive_planted_any": rate(planted_any), "n_planted": len(planted_any),
         "errors": [r for r in rows if r.verdict.startswith("error")],
+        # the reference itself is checked: no registered theorem is false where it applies
+        "reference_refutes_theorem": [r for r in decided
+                                      if r.variant == "true" and r.truth == "FALSE"],
         "verdict_vs_truth": collections.Counter((r.verdict, r.truth) for r in rows),
     }
 
@@ -126,6 +129,7 @@ def test_fast_suite_has_no_false_holds(fast_rows):
     _print("planted suite (fast subjects)", s)
     assert s["false_holds"] == []
     assert s["false_violated"] == []
+    assert s["reference_refutes_theorem"] == []
     # the tight subjects make the planted variants decidable: most are caught
     assert s["planted_false"] >= 80
     assert s["planted_false_caught"] >= 0.9 * s["planted_false"]
@@ -162,5 +166,6 @@ def test_full_suite_has_no_false_holds(fast_rows):
     _print("planted suite (all subjects)", s)
     assert s["false_holds"] == []
     assert s["false_violated"] == []
+    assert s["reference_refutes_theorem"] == []
     assert s["inconclusive_true"] <= 0.30
     assert s["inconclusive_planted_false"] <= 0.05
