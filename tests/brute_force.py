@@ -18,6 +18,7 @@ lower and the upper ends of every interval encloses it.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import mpmath
@@ -183,12 +184,16 @@ def mlp_reference(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor, kind: st
     return ref
 
 
+@functools.lru_cache(maxsize=4096)
+def _compiled(expr: sympy.Expr, symbols: tuple[sympy.Symbol, ...]):
+    return sympy.lambdify(list(symbols), expr, modules="mpmath")
+
+
 def _eval(expr: sympy.Expr, thm, ref: Ref, which: int) -> mpmath.mpf:
-    subs = {s: ref[q][which] for s, q in thm.symbols.items()}
+    symbols = tuple(thm.symbols)
     with mpmath.workdps(50):
-        vals = {s: mpmath.mpf(v) for s, v in subs.items()}
-        fn = sympy.lambdify(list(vals), expr, modules="mpmath")
-        return fn(*vals.values())
+        return _compiled(expr, symbols)(*(mpmath.mpf(ref[thm.symbols[s]][which])
+                                          for s in symbols))
 
 
 def truth(thm, ref: Ref) -> str:

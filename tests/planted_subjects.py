@@ -125,8 +125,7 @@ def ce_relu():
 
 FAST: dict[str, Callable[[], tuple[object, Ref]]] = {
     "mat_n2": mat_n2, "mat_rank1": mat_rank1, "lin1_mse": lin1_mse,
-    "ce_one_hidden": ce_one_hidden, "deep_mse_off": deep_mse_off,
-    "ce_linear": ce_linear}
+    "ce_one_hidden": ce_one_hidden, "ce_linear": ce_linear}
 SLOW: dict[str, Callable[[], tuple[object, Ref]]] = {
-    "mat_wishart": mat_wishart, "mat_n1": mat_n1, "deep_mse": deep_mse,
-    "ce_three_class": ce_three_class, "ce_relu": ce_relu}
+    "deep_mse_off": deep_mse_off, "mat_wishart": mat_wishart, "mat_n1": mat_n1,
+    "deep_mse": deep_mse, "ce_three_class": ce_three_class, "ce_relu": ce_relu}

@@ -33,12 +33,16 @@ class Row:
     truth: str  # TRUE / FALSE / TIGHT / UNKNOWN from the reference
 
 
-def _sweep(builders) -> list[Row]:
+def _sweep(builders, t12_on_nets: bool = True) -> list[Row]:
+    """``t12_on_nets=False`` runs T12 (an SDP bisection per subject, ~2 s) on matrices only."""
     rows = []
     for name, build in builders.items():
         subject, ref = build()
         ctx = Context(subject, confidence=0.99, seed=0, budget=Budget())
         for thm in bc.theorems():
+            if not (t12_on_nets or isinstance(subject, bc.MatrixSubject)
+                    or not thm.id.startswith("hessian.moment_")):
+                continue
             cases = [("true", "true", thm)] + [(v.name, v.kind, v.theorem)
                                                for v in planted_variants(thm)]
             for label, kind, t in cases:
@@ -93,7 +97,7 @@ def _print(title: str, s: dict) -> None:
 
 @pytest.fixture(scope="module")
 def fast_rows():
-    return _sweep(ps.FAST)
+    return _sweep(ps.FAST, t12_on_nets=False)
 
 
 def test_every_theorem_has_planted_variants_of_each_applicable_kind():
@@ -133,9 +137,9 @@ def test_fast_suite_has_no_false_holds(fast_rows):
     # the tight subjects make the planted variants decidable: most are caught
     assert s["planted_false"] >= 80
     assert s["planted_false_caught"] >= 0.9 * s["planted_false"]
-    # measured on this suite: 0.34 of true theorems INCONCLUSIVE (equality subjects are the
+    # measured on this suite: 0.39 of true theorems INCONCLUSIVE (equality subjects are the
     # point), 0.0 of planted-false ones; bounds with margin
-    assert s["inconclusive_true"] <= 0.45
+    assert s["inconclusive_true"] <= 0.55
     assert s["inconclusive_planted_false"] <= 0.05
 
 
@@ -161,7 +165,7 @@ def test_network_quantity_on_a_matrix_is_not_applicable():
 
 @pytest.mark.slow
 def test_full_suite_has_no_false_holds(fast_rows):
-    rows = fast_rows + _sweep(ps.SLOW)
+    rows = _sweep(ps.FAST) + _sweep(ps.SLOW)
     s = summary(rows)
     _print("planted suite (all subjects)", s)
     assert s["false_holds"] == []
