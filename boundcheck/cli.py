@@ -1,4 +1,4 @@
-"""Layer 8, the ``boundcheck`` command: run, theorems, report, check (on top of every other
+"""Layer 8, the ``boundcheck`` command: run, theorems, report, check, falsify (on top of every other
 layer; see ``boundcheck/core/__init__.py`` for the order)."""
 
 from __future__ import annotations
@@ -114,6 +114,28 @@ def _cmd_check(args: argparse.Namespace) -> int:
                      progress=not args.quiet)
 
 
+def _cmd_falsify(args: argparse.Namespace) -> int:
+    """Exit status 1 when a certified counterexample is found (or replayed), else 0."""
+    from boundcheck.outputs.falsify import falsify, replay, resolve
+
+    if args.list_plants:
+        from boundcheck.harness.planted import planted_variants
+
+        for v in planted_variants(resolve(args.theorem)):
+            print(f"{v.name}\n    {v.theorem.describe()['statement']}")
+        return 0
+    if args.replay:
+        res = replay(args.theorem, args.replay, plant=args.plant, confidence=args.confidence,
+                     seed=args.seed)
+        print(f"{res.theorem_id}: {res.verdict.value}" + (f" ({res.reason})" if res.reason
+                                                          else ""))
+        return 1 if res.verdict.value == "VIOLATED" else 0
+    report = falsify(args.theorem, budget=args.budget, seed=args.seed,
+                     confidence=args.confidence, out=args.output, plant=args.plant)
+    print(report.summary())
+    return 1 if report.counterexample is not None else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="boundcheck",
@@ -181,6 +203,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="import a module or .py file that registers theorems (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("falsify", help="search for a counterexample or the tightest instance")
+    p.add_argument("theorem", help="a registered theorem id")
+    p.add_argument("--budget", type=float, default=10.0, help="seconds (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--confidence", type=float, default=0.99,
+                   help="of statistical estimates, and of a certified VIOLATED")
+    p.add_argument("-o", "--output", type=Path,
+                   help="folder for the tightest instance (THEOREM.tightest.pt / "
+                   ".counterexample.pt, with a .json beside it)")
+    p.add_argument("--plant", metavar="VARIANT",
+                   help="search the planted variant VARIANT of the theorem instead")
+    p.add_argument("--list-plants", action="store_true",
+                   help="list the theorem's planted variants and exit")
+    p.add_argument("--replay", type=Path, metavar="FILE",
+                   help="re-verify a subject file written by an earlier falsify")
+    p.set_defaults(func=_cmd_falsify)
     return parser
 
 
