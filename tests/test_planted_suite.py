@@ -152,10 +152,9 @@ def test_every_theorem_is_caught_planted_on_some_fast_subject(fast_rows):
     assert missing <= {"hessian.tier_b_lambda_max", "hessian.tier_b_sat_lambda_max"}, missing
 
 
-@pytest.mark.xfail(strict=True, reason="new finding (not points 1-6): a theorem over network "
-                   "quantities with its applies_to removed crashes on a MatrixSubject with "
-                   "AttributeError instead of NOT_APPLICABLE")
 def test_network_quantity_on_a_matrix_is_not_applicable():
+    """Found by this suite: a theorem over network quantities with its applies_to removed
+    crashed on a MatrixSubject (AttributeError) instead of coming back NOT_APPLICABLE."""
     from boundcheck.verification.registry import get
 
     thm = variant(get("compression.mls"), "precondition:ignored").theorem

@@ -15,6 +15,7 @@ from typing import Any
 
 from boundcheck.core import checks
 from boundcheck.core.estimate import Estimate
+from boundcheck.core.subject import MatrixSubject
 from boundcheck.engines.estimators.clock import time_limit
 
 
@@ -171,6 +172,13 @@ class Context:
         try:
             with time_limit(self.budget.time_limit_s):
                 est = QUANTITIES[name].measure(self)
+        except AttributeError as err:
+            if not isinstance(self.subject, MatrixSubject):
+                raise
+            failure = NotApplicableError(f"{name} needs a network subject (model, data and "
+                                         "loss); a MatrixSubject holds only its matrix")
+            self.failures[name] = failure
+            raise failure from err
         except (NotApplicableError, NotAffordableError) as err:
             self.failures[name] = err
             raise
