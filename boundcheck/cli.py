@@ -69,8 +69,8 @@ def _cmd_theorems(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([t.describe() for t in items], indent=2))
         return 0
-    for t in items:
-        print(f"{t.id}\n    {t.title}\n    {t.describe()['statement']}\n    {t.source}")
+    for t in items:  # readable Unicode math here; LaTeX only in --json and reports
+        print(f"{t.id}\n    {t.title}\n    {t.unicode()}\n    {t.source}")
     return 0
 
 
