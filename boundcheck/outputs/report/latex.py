@@ -24,6 +24,9 @@ from boundcheck.outputs.report.text import heading, latex_escape, latex_text
 
 # A table with more rows than this breaks across pages (longtable) instead of floating.
 LONG_TABLE_ROWS = 24
+# A fragment's table holds at most this many theorems (or runs); the rest continue in
+# further floats, which work in two-column papers where longtable does not.
+FRAGMENT_TABLE_ROWS = 12
 # Quantity tables are listed per run up to this many runs (beyond: the JSON has them).
 MAX_QUANTITY_TABLES = 4
 VERDICTS = {"HOLDS": r"\textsc{holds}", "VIOLATED": r"\textbf{\textsc{violated}}",
@@ -42,6 +45,19 @@ def identifier(name: object) -> str:
 def breakable(text: object) -> str:
     """Escaped text that may break after commas and underscores (run labels)."""
     return latex_escape(text).replace(",", r",\allowbreak{}").replace(r"\_", r"\_\allowbreak{}")
+
+
+def wrappable(math: str) -> str:
+    """A formatted number or interval (math mode) that may wrap after its comma."""
+    return math.replace(r",\,", r",\allowbreak\,")
+
+
+def _chunks(rows: Sequence[Any], size: int = FRAGMENT_TABLE_ROWS) -> list[list[Any]]:
+    """Rows in near-equal consecutive pieces of at most ``size``."""
+    rows = list(rows)
+    pieces = max(1, -(-len(rows) // size))
+    step = -(-len(rows) // pieces) if rows else 1
+    return [rows[i:i + step] for i in range(0, len(rows), step)] or [[]]
 
 
 def verdict(v: str) -> str:
@@ -69,7 +85,8 @@ def _environment() -> jinja2.Environment:
     env.filters.update(
         e=latex_escape, text=latex_text, heading=heading, num=numbers.number,
         enclosure=numbers.enclosure, slack=numbers.slack, integer=numbers.integer,
-        verdict=verdict, symbol=symbol, tt=identifier, label=breakable, paren=lambda s: f"({s})")
+        verdict=verdict, symbol=symbol, tt=identifier, label=breakable, paren=lambda s: f"({s})",
+        wrap=wrappable)
     return env
 
 
@@ -170,6 +187,7 @@ def context(report: Report) -> dict[str, Any]:
         "seeds": seeds_text,
         "environment": _environment_lines(runs),
         "title": report.title,
+        "chunks": _chunks,
     }
 
 
