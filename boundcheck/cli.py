@@ -22,6 +22,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg.seed = args.seed
     if args.device:
         cfg.device = args.device
+    from boundcheck.verification.registry import select
+
+    select(cfg.theorems)  # an unknown theorem id fails here, before any training
     try:
         if cfg.experiment:
             return _run_experiment(cfg, args)

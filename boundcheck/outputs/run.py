@@ -18,7 +18,10 @@ def run(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool = T
     """Train, verify and write ``results.json`` (the end of training), one
     ``checkpoints/step-N.json`` per checkpoint when there are several, and ``report.tex``
     (+ PDF) into ``out_dir``. Returns the end-of-training results and the folder."""
+    cfg.validate()  # unknown theorem ids, models or options: fail before the folder exists
     out = Path(out_dir) if out_dir else default_out_dir()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     runs = train_and_verify(cfg, progress=progress, log=log)
     runs[-1].save(out / "results.json")
