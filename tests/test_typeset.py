@@ -51,10 +51,12 @@ def test_latex_symbol_names_appear_as_written(theorem):
      "λ_max ≤ B_3(N,μ_1,μ_2,μ_3)"),
     ("hessian.ws_lambda_max", r"{\lambda_{\max}} \le m + s \sqrt{N - 1}",
      "λ_max ≤ m + s·√(N − 1)"),
+    # a compound name raised to a power is parenthesised: (tr H)², never tr H² = tr(H²)
+    ("hessian.closed_form_ws_lambda_max", r"\left(\operatorname{tr}H_{\mathrm{cf}}\right)^{2}",
+     "(tr H_cf)^2/P^2"),
 ])
 def test_expected_strings(theorem_id, latex, uni):
-    t = bc.get(theorem_id) if hasattr(bc, "get") else None
-    t = t or next(t for t in bc.theorems() if t.id == theorem_id)
+    t = bc.get(theorem_id)
     assert latex in t.latex()
     assert uni in t.unicode()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 import sympy
+from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
 _LATEX_MARKS = re.compile(r"[\\{}()|^ ,]")
@@ -31,12 +32,28 @@ def symbol_latex(name: str) -> str:
     return sympy.latex(sympy.Symbol(name))
 
 
+# A LaTeX name with an operator or a space in it is compound: raised to a power it needs
+# parentheses ((tr H)², not tr H², which reads as tr(H²)).
+_COMPOUND = re.compile(r"\\(operatorname|max|min|sum|log|frac|mathrm\{GM\})|\s")
+
+
+class _LatexPrinter(LatexPrinter):
+    def _print_Symbol(self, expr: sympy.Symbol, style: str = "plain") -> str:
+        if is_latex_name(expr.name):
+            return symbol_latex(expr.name)
+        return super()._print_Symbol(expr, style)
+
+    def _print_Pow(self, expr: sympy.Pow) -> str:
+        base = expr.base
+        if isinstance(base, sympy.Symbol) and _COMPOUND.search(base.name) and \
+                expr.exp.is_Integer and expr.exp > 1:
+            return rf"\left({base.name}\right)^{{{self._print(expr.exp)}}}"
+        return super()._print_Pow(expr)
+
+
 def latex(expr: sympy.Basic) -> str:
     """``sympy.latex`` with LaTeX symbol names kept as written."""
-    expr = sympy.sympify(expr)
-    names = {s: symbol_latex(s.name) for s in expr.free_symbols
-             if isinstance(s, sympy.Symbol) and is_latex_name(s.name)}
-    return sympy.latex(expr, symbol_names=names)
+    return _LatexPrinter().doprint(sympy.sympify(expr))
 
 
 # --- LaTeX → Unicode, for symbol names shown in a terminal -----------------------------------
