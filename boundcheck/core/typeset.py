@@ -2,8 +2,9 @@
 
 Theorem symbols are named by the LaTeX they stand for (``\\|W_1\\|_2``, ``\\sum_l r_l``,
 ``B_3(N,\\mu_1,\\mu_2,\\mu_3)``). ``sympy.latex`` re-reads such a name as ``base_subscript``
-and mangles it (``\\|W_{1\\| 2}``); here a name that is LaTeX is kept verbatim (in braces, so
-a power or a product cannot split it), and a plain name (``lambda_max``) is typeset by sympy.
+and mangles it (``\\|W_{1\\| 2}``); here a name that is LaTeX is kept verbatim (sympy braces a
+base that carries a superscript; a compound name such as ``\\operatorname{tr}H`` raised to a
+power gets parentheses), and a plain name (``lambda_max``) is typeset by sympy.
 
 For terminals, :func:`unicode` writes an expression as one line of readable math
 (``λ_max ≤ m + s·√(N − 1)``), translating the LaTeX of symbol names to Unicode.
@@ -28,7 +29,7 @@ def is_latex_name(name: str) -> bool:
 def symbol_latex(name: str) -> str:
     """One symbol name as LaTeX: verbatim if it is LaTeX, else sympy's rendering."""
     if is_latex_name(name):
-        return "{" + name + "}"
+        return name
     return sympy.latex(sympy.Symbol(name))
 
 
