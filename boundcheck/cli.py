@@ -24,6 +24,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg.device = args.device
     if args.time_limit is not None:
         cfg.budget.time_limit_s = args.time_limit
+    from boundcheck.verification.registry import select
+
+    select(cfg.theorems)  # an unknown theorem id fails here, before any training
     try:
         if cfg.experiment:
             return _run_experiment(cfg, args)
@@ -88,8 +91,8 @@ def _cmd_theorems(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([t.describe() for t in items], indent=2))
         return 0
-    for t in items:
-        print(f"{t.id}\n    {t.title}\n    {t.describe()['statement']}\n    {t.source}")
+    for t in items:  # readable Unicode math here; LaTeX only in --json and reports
+        print(f"{t.id}\n    {t.title}\n    {t.unicode()}\n    {t.source}")
     return 0
 
 

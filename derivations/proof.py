@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from boundcheck.core import typeset
+
 
 class StepFailed(AssertionError):
     pass
@@ -56,7 +58,7 @@ class Step:
 
     def latex(self) -> str:
         rel = "=" if self.relation == "==" else r"\le"
-        return f"{sympy.latex(self.lhs)} {rel} {sympy.latex(self.rhs)}"
+        return f"{typeset.latex(self.lhs)} {rel} {typeset.latex(self.rhs)}"
 
     def verify(self, samples: int = 200, seed: int = 0) -> str:
         """Check the step; returns how it was checked, raises :class:`StepFailed` if not."""

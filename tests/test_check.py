@@ -307,3 +307,23 @@ def test_check_architecture_reports_violations(matrix_subject):
         report.assert_ok()
     with pytest.raises(TypeError, match="needs data"):
         bc.check_architecture(mlp([3, 2]))
+
+
+def test_check_output_leads_with_failures_and_gives_each_reason_once():
+    reason = "loss.mse_scale: the loss is softmax cross-entropy, not MSE"
+    old = [TheoremResult(f"t{i}", Verdict.NOT_APPLICABLE, reason) for i in range(5)]
+    old += [result("HOLDS")]
+    new = [TheoremResult(f"t{i}", Verdict.NOT_APPLICABLE,
+                         reason.replace("loss.mse_scale", "q.other")) for i in range(5)]
+    broken = result("VIOLATED", 3.0, 2.0)
+    new += [TheoremResult("t", broken.verdict, "lhs exceeds rhs", broken.lhs, broken.rhs,
+                          broken.slack)]
+    report = compare(bc.Results({}, old), bc.Results({}, new))
+    lines = report.text().splitlines()
+    assert lines[0].startswith("boundcheck check: FAIL: 1 of 6")
+    assert lines[2].startswith("  FAIL  t  HOLDS → VIOLATED")
+    assert sum(line.startswith("  ok") for line in lines) == 1  # one line for the rest
+    assert report.text().count("the loss is softmax cross-entropy") == 1
+    assert "NOT_APPLICABLE (5): t0, t1, t2, t3, t4" in report.text()
+    md = report.markdown()
+    assert md.count("the loss is softmax cross-entropy") == 1 and md.index("❌") < md.index("✅")

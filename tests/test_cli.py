@@ -38,6 +38,7 @@ def test_theorems_lists_t1(capsys):
     assert any(t["id"] == "hessian.ws_lambda_min" for t in listed)
 
 
+@pytest.mark.slow
 def test_run_from_config_and_report(tmp_path, capsys):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(SMALL)
@@ -71,6 +72,7 @@ def test_bad_config_key(tmp_path, capsys):
     assert "unknown [subject] keys ['width']" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not latexmk_available(), reason="latexmk not installed")
 def test_default_run_builds_pdf(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "boundcheck.cli", "run", "-o",

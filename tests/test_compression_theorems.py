@@ -268,6 +268,7 @@ def _image_subject(model: dict, loss="mse:0.5", seed=0):
     {"model": "vgg", "stages": [[2]], "hidden": [5]},
     {"model": "vit", "dim": 4, "depth": 1, "heads": 2, "patch_size": 4, "mlp_ratio": 1},
 ]), st.integers(0, 1000))
+@pytest.mark.slow
 def test_dense_heads_of_cnns_and_transformers(model, seed):
     subject = _image_subject({**model, "seed": seed}, seed=seed)
     res = bc.verify(subject, ["compression"])
@@ -448,6 +449,7 @@ target_loss = 0.0
 """
 
 
+@pytest.mark.slow
 def test_experiment_runs_and_analyses(tmp_path):
     import json
 

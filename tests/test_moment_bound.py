@@ -80,6 +80,7 @@ def spectra(draw):
     return 1e3 + 1e-2 * rng.standard_normal(n)
 
 
+@pytest.mark.slow
 @settings(max_examples=15)
 @given(lam=spectra())
 def test_bounds_are_never_below_the_true_lambda_max(lam):
@@ -133,6 +134,7 @@ def test_raw_moments_give_the_same_bound():
     assert a.upper >= lam.max() and math.isclose(a.upper, b.upper, rel_tol=1e-6)
 
 
+@pytest.mark.slow
 def test_wider_moment_intervals_only_loosen():
     lam = wishart(9, 4)
     tight = mb.MomentBox.from_eigenvalues(lam, 1e-15, 4)

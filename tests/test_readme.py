@@ -1,33 +1,51 @@
-"""The README's Python examples run as written (on a small subject)."""
+"""The README's Python blocks run as written: extracted from README.md and executed in order
+in one namespace (as a reader pasting them into one session would). A block preceded by
+``<!-- readme-test: skip (why) -->`` is illustrative; other fences (bash, toml, text) are
+not Python."""
 
-import sympy
-import torch
+import re
+from pathlib import Path
 
-import boundcheck as bc
-from boundcheck.harness import data, models, training
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCK = re.compile(r"(<!-- readme-test: skip[^>]*-->\s*\n)?```python\n(.*?)^```", re.S | re.M)
 
 
-def test_readme_api_example_and_own_theorem():
-    x, y = data.bundled("digits", n=150)
-    net = models.mlp([64, 8, 10], "tanh", seed=0)
-    training.train(net, x, y, "cross_entropy",
-                   training.Recipe(lr=0.5, momentum=0.9, steps=100, target_loss=1e-3),
-                   progress=False)
-    subject = bc.Subject(net, (x, y), "cross_entropy")
-    res = bc.verify(subject, ["hessian.ws"], confidence=0.99, seed=0)
-    assert "hessian.ws_lambda_max" in res.table()
-    est = bc.measure(subject, ["hessian.trace", "hessian.lambda_max"])
-    assert est["hessian.lambda_max"].kind == "exact" and est["hessian.trace"].kind == "exact"
+def python_blocks() -> list[tuple[int, str, bool]]:
+    """(line number, code, skipped) for every ```python block of the README."""
+    text = README.read_text(encoding="utf-8")
+    return [(text[:m.start(2)].count("\n") + 1, m.group(2), bool(m.group(1)))
+            for m in BLOCK.finditer(text)]
 
-    lam, t = sympy.symbols("lambda_max t", positive=True)
-    mine = bc.Theorem(
-        id="mine.lambda_max_le_trace", title="λ_max ≤ tr H for PSD H",
-        lhs=lam, rhs=t, symbols={lam: "hessian.lambda_max", t: "hessian.trace"},
-        source="folklore", slack="ratio")
-    bc.register(mine, replace=True)
+
+def test_blocks_are_found():
+    blocks = python_blocks()
+    assert len(blocks) >= 4 and sum(not skip for _, _, skip in blocks) >= 3
+    assert "```py\n" not in README.read_text(encoding="utf-8")  # no block the test misses
+
+
+def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch, capsys):
+    import boundcheck as bc
+
+    monkeypatch.chdir(tmp_path)  # anything a block writes stays in the temporary folder
+    namespace: dict = {"__name__": "readme"}
     try:
-        psd = bc.MatrixSubject(torch.diag(torch.tensor([3.0, 1.0, 0.5])))
-        assert bc.verify(psd, ["mine.lambda_max_le_trace"])[mine.id].verdict == bc.Verdict.HOLDS
-        bc.assert_bounds_hold(psd, ["mine.lambda_max_le_trace"])
+        for line, code, skip in python_blocks():
+            if skip:
+                continue
+            try:
+                exec(compile(code, f"README.md:{line}", "exec"), namespace)
+            except Exception as err:  # say which block failed
+                pytest.fail(f"README.md block at line {line} failed: {err!r}")
+        out = capsys.readouterr().out
+        # what the blocks promise in their comments
+        mine = bc.get("mine.lambda_max_le_trace")
+        psd = bc.MatrixSubject(namespace["torch"].diag(namespace["torch"].tensor([3.0, 1.0])))
+        assert bc.verify(psd, [mine])[mine.id].verdict == bc.Verdict.HOLDS
+        on_net = bc.verify(namespace["subject"], [mine])[mine.id]
+        assert on_net.verdict == bc.Verdict.NOT_APPLICABLE, on_net  # the net's λ_min < 0
+        assert "NOT_APPLICABLE" in out and "×1.5" in out
     finally:
-        bc.unregister(mine.id)
+        if "mine.lambda_max_le_trace" in {t.id for t in bc.theorems()}:
+            bc.unregister("mine.lambda_max_le_trace")

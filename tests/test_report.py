@@ -342,6 +342,7 @@ def _overfull_boxes(tex_path) -> list[str]:
     return re.findall(r"Overfull \\hbox \(([0-9.]+)pt too wide\)", log)
 
 
+@pytest.mark.slow
 @needs_tex
 def test_pdf_builds_and_tables_fit_the_page(tmp_path):
     weird = bc.Theorem(
@@ -377,6 +378,7 @@ def test_every_registered_title_typesets(tmp_path):
         MathTextParser("path").parse(mpl_label(t))
 
 
+@pytest.mark.slow
 @needs_tex
 def test_fragment_compiles_inside_a_paper(tmp_path):
     write_report(sweep_runs(), tmp_path / "bc" / "sweep.tex", pdf=False, log=lambda _m: None)

@@ -2,6 +2,7 @@
 MLPs, data sets and subjects (and T1 never comes out VIOLATED on them)."""
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import find, given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ def test_spectra_options(lam):
     assert len(lam) == 6 and (lam >= 0).all() and lam.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_spectra_produce_repeated_and_shift_dominated_cases():
     # find() searches until the case turns up, so this holds under the derandomized CI profile
     search = settings(max_examples=5000, database=None, derandomize=True)

@@ -67,6 +67,7 @@ def test_bad_sweeps_fail_before_anything_runs(sweep, match):
         expand(RunConfig.from_dict({**TINY, "sweep": sweep}))
 
 
+@pytest.mark.slow
 def test_local_pool_and_dask_local_cluster_give_identical_records(tmp_path):
     """The same records (timings aside) in-process, on a 2-process pool and on a real
     dask.distributed.LocalCluster of 2 worker processes."""
@@ -137,6 +138,7 @@ def _cli(*args):
     return [sys.executable, "-m", "boundcheck.cli", "run", *map(str, args)]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     """Kill a running sweep with SIGKILL as soon as its first job is recorded, resume it, and
     check: every record exactly once, the jobs finished before the kill not recomputed

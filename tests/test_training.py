@@ -153,6 +153,7 @@ def test_bad_devices_are_refused_before_training():
             train_and_verify(cfg, progress=False, log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_pipeline_verifies_every_checkpoint(tmp_path):
     cfg = RunConfig.from_dict({
         "name": "ckpt", "theorems": ["hessian.ws_lambda_max"],

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from boundcheck.core import typeset
 from boundcheck.core.estimate import Estimate
 
 
@@ -78,11 +79,16 @@ class Theorem:
         return tuple(names)
 
     def latex(self) -> str:
-        return f"{sympy.latex(self.lhs)} \\le {sympy.latex(self.rhs)}"
+        """The inequality as LaTeX; symbol names that are LaTeX are kept as written."""
+        return f"{typeset.latex(self.lhs)} \\le {typeset.latex(self.rhs)}"
+
+    def unicode(self) -> str:
+        """The inequality as one line of readable Unicode math (for terminals)."""
+        return f"{typeset.unicode(self.lhs)} ≤ {typeset.unicode(self.rhs)}"
 
     def legend(self) -> dict[str, str]:
         """Symbol (as LaTeX) -> quantity name, for reports."""
-        return {sympy.latex(s): q for s, q in self.symbols.items()}
+        return {typeset.symbol_latex(s.name): q for s, q in self.symbols.items()}
 
     def describe(self) -> dict:
         return {

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 import math
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,3 +155,27 @@ def _slack(theorem: Theorem, lhs: Estimate, rhs: Estimate, gap_lo: float,
         value = min(max(value, gap_lo), gap_hi) if not math.isnan(value) else value
         return Slack(kind, value, gap_lo, gap_hi)
     return Slack("ratio", rhs.value / lhs.value, rhs.lower / lhs.upper, rhs.upper / lhs.lower)
+
+
+_SOURCE_PREFIX = re.compile(r"^[A-Za-z_]\w*(?:\.\w+)+: ")
+
+
+def bare_reason(reason: str) -> str:
+    """A reason without the leading ``quantity.name:`` that reported it."""
+    return _SOURCE_PREFIX.sub("", reason, count=1)
+
+
+def group_reasons(items: Iterable[tuple[str, str, str]]) -> list[tuple[str, str, list[str]]]:
+    """``(theorem id, verdict, reason)`` → ``(verdict, reason, [ids])`` with each distinct
+    reason once, in first-seen order. Reasons that differ only in the leading
+    ``quantity.name:`` that reported them are one group (shown without that prefix)."""
+    groups: dict[tuple[str, str], tuple[set[str], list[str]]] = {}
+    for theorem_id, verdict, reason in items:
+        if not reason:
+            continue
+        key = (str(verdict), bare_reason(reason))
+        full, ids = groups.setdefault(key, (set(), []))
+        full.add(reason)
+        ids.append(theorem_id)
+    return [(v, next(iter(full)) if len(full) == 1 else bare, ids)
+            for (v, bare), (full, ids) in groups.items()]

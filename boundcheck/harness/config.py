@@ -197,11 +197,31 @@ class RunConfig:
         d["sweep"] = self.sweep.to_dict() if self.sweep else None
         return d
 
+    def validate(self) -> RunConfig:
+        """Raise a clear error, before any work, for theorem ids that match nothing and for
+        a model or model options the zoo does not know. Returns the config."""
+        from boundcheck.harness.zoo import check_options
+        from boundcheck.verification.registry import select
+
+        select(self.theorems)  # UnknownTheoremError (with suggestions) for an unknown id
+        options = self.subject.model_config()
+        check_options(options.pop("model"), {k: v for k, v in options.items() if k != "seed"})
+        return self
+
     def digest(self) -> str:
         """A short hash identifying what is computed (the sweep and the device excluded), for
         provenance, and as the job id of a sweep."""
         d = self.to_dict()
         del d["sweep"], d["device"], d["experiment"]
+        # the model as built: shorthands and model_options merged over the architecture's
+        # defaults, so a config that spells out a default hashes like one that omits it
+        from boundcheck.harness.zoo import architecture
+
+        subject = d["subject"]
+        model = {**architecture(self.subject.model).options, **self.subject.model_config()}
+        for key in (*SHORTHANDS, "model_options"):
+            subject.pop(key)
+        subject["model_options"] = {k: v for k, v in model.items() if k not in ("model", "seed")}
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -65,6 +65,7 @@ def train_and_verify(cfg: RunConfig, *, progress: bool = True,
     if cfg.sweep is not None:
         raise ValueError("this config has a [sweep]: run it with "
                          "boundcheck.harness.sweep.run_sweep")
+    cfg.validate()
     started = time.perf_counter()
     net, data, targets = prepare(cfg)
     log(f"training {cfg.name}: {sum(p.numel() for p in net.parameters())} parameters on "

@@ -18,7 +18,7 @@ from boundcheck.core.verdict import TheoremResult, Verdict
 from boundcheck.quantities import Budget, Context
 from boundcheck.verification.api import verify_one
 from boundcheck.verification.registry import select
-from boundcheck.verification.results import Results, provenance
+from boundcheck.verification.results import Results, provenance, reason_lines
 
 ORDER = (Verdict.VIOLATED, Verdict.INCONCLUSIVE, Verdict.HOLDS, Verdict.NOT_APPLICABLE)
 
@@ -71,11 +71,12 @@ class ArchitectureReport:
         width = max((len(r.theorem_id) for r in self.results), default=0)
         for verdict in ORDER:
             for r in self._with(verdict):
-                note = r.reason
+                note = ""
                 if verdict == Verdict.HOLDS and r.slack is not None:
-                    note = f"slack {_slack(r)}" + (f"; {r.reason}" if r.reason else "")
+                    note = f"slack {_slack(r)}"
                 lines.append(f"  {verdict.value:<14}  {r.theorem_id:<{width}}  {note}".rstrip())
-        return "\n".join(lines)
+        reasons = reason_lines((r.theorem_id, r.verdict.value, r.reason) for r in self.results)
+        return "\n".join(lines + (["", "Reasons (each once):", *reasons] if reasons else []))
 
     __str__ = summary
 

@@ -121,7 +121,7 @@ def describe_failure(result: TheoremResult, subject_name: str = "") -> str:
     lines = [f"{result.theorem_id} does not hold{where}: {result.verdict}"]
     try:
         thm = get(result.theorem_id)
-        lines.append(f"  {thm.title}: {thm.describe()['statement']}")
+        lines.append(f"  {thm.title}: {thm.unicode()}")
     except UnknownTheoremError:
         pass
     for label, est in (("lhs", result.lhs), ("rhs", result.rhs)):

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from boundcheck.core.verdict import Slack, TheoremResult, Verdict
+from boundcheck.core.verdict import Slack, TheoremResult, Verdict, group_reasons
 from boundcheck.verification.results import Results
 
 DEFAULT_TOLERANCE = 0.05
@@ -73,30 +73,72 @@ class CheckReport:
         where = f"baseline {self.baseline}, " if self.baseline else ""
         return f"boundcheck check: {head} ({where}tolerance {100 * self.tolerance:g}%)"
 
+    def _unchanged(self) -> str:
+        """One line for every theorem that passed: how many, by verdict."""
+        ok = [c for c in self.checks if c.status == PASS]
+        counts: dict[str, int] = {}
+        for c in ok:
+            v = str(c.new.verdict) if c.new is not None else "?"
+            counts[v] = counts.get(v, 0) + 1
+        by = ", ".join(f"{n} {v}" for v, n in counts.items())
+        return (f"{len(ok)} theorem(s) as in the baseline ({by}; slacks within "
+                f"±{100 * self.tolerance:g}%)")
+
+    def _reasons(self) -> list[tuple[str, str, list[str]]]:
+        """Why theorems do not hold now (each distinct reason once)."""
+        return group_reasons((c.theorem_id, str(c.new.verdict), c.new.reason)
+                             for c in self.checks if c.new is not None and c.new.reason)
+
     def text(self) -> str:
-        """A readable diff for terminals and CI logs."""
+        """A readable diff for terminals and CI logs: the summary line, then every failure
+        and note in full, one line for the theorems that passed, and each reason once."""
         lines = [self.summary()]
         lines += [f"  note: {n}" for n in self.notes]
         lines.append("")
-        width = max((len(c.theorem_id) for c in self.checks), default=0)
-        order = {FAIL: 0, NOTE: 1, PASS: 2}
-        for c in sorted(self.checks, key=lambda c: order[c.status]):
+        shown = [c for c in self.checks if c.status != PASS]
+        width = max((len(c.theorem_id) for c in shown), default=0)
+        order = {FAIL: 0, NOTE: 1}
+        for c in sorted(shown, key=lambda c: order[c.status]):
             lines.append(f"  {c.status:<4}  {c.theorem_id:<{width}}  {c.message}")
             if c.details:
                 lines += [f"  {'':<4}  {'':<{width}}  {d}" for d in c.details.splitlines()]
+        if len(shown) < len(self.checks):
+            lines.append(f"  {PASS:<4}  {self._unchanged()}")
+        reasons = self._reasons()
+        if reasons:
+            lines += ["", "Reasons (each once):"]
+            for v, reason, ids in reasons:
+                lines.append(f"  {v} ({len(ids)}): {', '.join(ids)}")
+                lines.append(f"      {reason}")
         if self.failures:
             lines += ["", "If the change is intended, accept it with --update-baseline."]
         return "\n".join(lines)
 
     def markdown(self) -> str:
-        """The same diff as a Markdown table (for pull-request comments)."""
+        """The same diff in Markdown (for pull-request comments): failures and notes in a
+        table, the theorems that passed collapsed, each reason once."""
         icon = {FAIL: "❌", NOTE: "ℹ️", PASS: "✅"}
+
+        def row(c: TheoremCheck) -> str:
+            msg = (c.message + (f" — {c.details}" if c.details else "")).replace("|", r"\|")
+            return f"| {icon[c.status]} | `{c.theorem_id}` | {msg.replace(chr(10), ' ')} |"
+
         lines = [f"**{self.summary()}**", ""]
         lines += [f"- note: {n}" for n in self.notes]
-        lines += ["", "| | theorem | change |", "|---|---|---|"]
-        for c in self.checks:
-            msg = (c.message + (f" — {c.details}" if c.details else "")).replace("|", r"\|")
-            lines.append(f"| {icon[c.status]} | `{c.theorem_id}` | {msg.replace(chr(10), ' ')} |")
+        head = ["", "| | theorem | change |", "|---|---|---|"]
+        shown = sorted((c for c in self.checks if c.status != PASS),
+                       key=lambda c: c.status != FAIL)
+        if shown:
+            lines += head + [row(c) for c in shown]
+        ok = [c for c in self.checks if c.status == PASS]
+        if ok:
+            lines += ["", f"<details><summary>✅ {self._unchanged()}</summary>", *head,
+                      *(row(c) for c in ok), "", "</details>"]
+        reasons = self._reasons()
+        if reasons:
+            lines += ["", "Reasons (each once):", ""]
+            lines += [f"- {v}: {', '.join(f'`{i}`' for i in ids)} — {reason}"
+                      for v, reason, ids in reasons]
         return "\n".join(lines) + "\n"
 
 
@@ -173,8 +215,7 @@ def compare_one(theorem_id: str, old: TheoremResult | None, new: TheoremResult |
     if ov != nv:
         return TheoremCheck(theorem_id, NOTE, f"{ov} → {nv}", old, new, details=_detail(new))
     if old.slack is None or new.slack is None:
-        return TheoremCheck(theorem_id, PASS, f"{nv}" + (f" ({new.reason})" if new.reason
-                                                         else ""), old, new)
+        return TheoremCheck(theorem_id, PASS, f"{nv}", old, new)  # reason: CheckReport._reasons
     change, how = slack_movement(old, new)
     moved = f"slack {format_slack(old.slack)} → {format_slack(new.slack)}: {how}"
     if _exceeds(change, old.slack.kind, tolerance):

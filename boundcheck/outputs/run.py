@@ -22,8 +22,10 @@ def run(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool = T
     ``checkpoints/step-N.json`` per checkpoint when there are several, and ``report.tex``
     (+ PDF) into ``out_dir``. Returns the end-of-training results and the folder.
 
-    The folder is checked (writable, not a file) and locked before any work: a second run
-    into the same folder while this one runs is refused with a ``ValueError``."""
+    Before any work the config is validated (unknown theorem ids, models or options) and the
+    folder is checked (writable, not a file) and locked: a second run into the same folder
+    while this one runs is refused with a ``ValueError``."""
+    cfg.validate()
     out = check_writable_folder(Path(out_dir) if out_dir else default_out_dir())
     with exclusive_lock(out / LOCK_NAME, f"another boundcheck run is writing to {out}"):
         runs = train_and_verify(cfg, progress=progress, log=log)

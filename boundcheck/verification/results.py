@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boundcheck.core.verdict import TheoremResult, Verdict
+from boundcheck.core.verdict import TheoremResult, Verdict, group_reasons
 from boundcheck.verification.schema import SCHEMA, ResultsSchemaError, validate_results
 
 __all__ = ["SCHEMA", "Results", "ResultsSchemaError", "check_writable_folder", "fsync_dir",
@@ -105,8 +105,20 @@ class Results:
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                  for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        notes = [f"  {r.theorem_id}: {r.reason}" for r in self.results if r.reason]
+        notes = reason_lines((r.theorem_id, r.verdict.value, r.reason) for r in self.results)
         return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def reason_lines(items) -> list[str]:
+    """Reasons for terminals, each distinct one once: ``id: reason`` when one theorem gives it,
+    else ``N theorems VERDICT (ids):`` and the reason indented below."""
+    lines = []
+    for verdict, reason, ids in group_reasons(items):
+        if len(ids) == 1:
+            lines.append(f"  {ids[0]}: {reason}")
+        else:
+            lines += [f"  {len(ids)} theorems {verdict} ({', '.join(ids)}):", f"      {reason}"]
+    return lines
 
 
 def _fmt(x: float) -> str:

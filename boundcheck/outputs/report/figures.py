@@ -203,6 +203,10 @@ def _spectrum_runs(runs: Sequence[Run], entries: Sequence[TheoremEntry]) -> list
     return chosen[:MAX_SPECTRUM_FIGURES] if len(runs) <= MAX_SPECTRUM_FIGURES else chosen[-1:]
 
 
+# A bound further than this many spectrum widths from the spectrum is drawn at the axis edge.
+FAR_BOUND = 3.0
+
+
 def _spectrum_figure(run: Run, entries: Sequence[TheoremEntry], out: Path,
                      formats: Sequence[str]) -> Figure:
     """Histogram of the spectrum (when stored) above a ladder: per extreme eigenvalue, its
@@ -226,22 +230,52 @@ def _spectrum_figure(run: Run, entries: Sequence[TheoremEntry], out: Path,
         hist_ax.set_title(f"{len(spectrum)} eigenvalues")
     else:
         ax = fig.subplots(1, 1)
-    xs = list(spectrum or [])
+    # the axis shows the spectrum and the measured eigenvalues, widened to take in bounds up
+    # to FAR_BOUND spans away; a bound beyond that sits at the edge with its value written
+    core = list(spectrum or []) + [float(measured[q]["value"]) for q in rows
+                                   if q in measured and finite(measured[q]["value"])]
+    every = core + [b[2] for b in bounds]
+    lo_x, hi_x = (min(every), max(every)) if every else (0.0, 1.0)
+    if core:
+        span = (max(core) - min(core)) or abs(max(core)) or 1.0
+        lo_x = max(lo_x, min(core) - FAR_BOUND * span)
+        hi_x = min(hi_x, max(core) + FAR_BOUND * span)
+    pad = 0.05 * (hi_x - lo_x or abs(hi_x) or 1.0)
+    far_lo, far_hi = any(b[2] < lo_x for b in bounds), any(b[2] > hi_x for b in bounds)
+    # off-scale bounds sit in a strip beyond a dotted line at each edge
+    ax.set_xlim(lo_x - pad * (4 if far_lo else 1), hi_x + pad * (4 if far_hi else 1))
+    for far, edge in ((far_lo, lo_x - 1.5 * pad), (far_hi, hi_x + 1.5 * pad)):
+        if far:
+            ax.axvline(edge, color="0.6", lw=0.6, ls=":")
+
+    def clip(v: float) -> float:
+        return lo_x - 3 * pad if v < lo_x else hi_x + 3 * pad if v > hi_x else v
+
     for y, q in enumerate(reversed(rows)):
-        ends = [b[2] for b in bounds if b[1] == q]
+        ends = [clip(b[2]) for b in bounds if b[1] == q]
         if q in measured and finite(measured[q]["value"]):
             ends.append(float(measured[q]["value"]))
         ax.plot([min(ends), max(ends)], [y, y], color="0.85", lw=5, solid_capstyle="butt",
                 zorder=1)
-        xs += ends
+    placed: dict[str, list[float]] = {}
     for i, (entry, q, value, verdict) in enumerate(bounds):
-        y = list(reversed(rows)).index(q)
+        shown = clip(value)
+        # markers that would hide one another (equal values: the closed-form WS bound is the
+        # WS bound) are stacked: up, down, further up, ...
+        near = sum(abs(shown - v) <= 0.01 * (hi_x - lo_x or 1.0) for v in placed.get(q, []))
+        placed.setdefault(q, []).append(shown)
+        y = list(reversed(rows)).index(q) + (0.2 * ((near + 1) // 2) * (-1) ** (near + 1)
+                                              if near else 0.0)
         direction = entry.bounded_eigenvalue()[1]
-        ax.plot([value], [y], ls="none", marker=4 if direction == "upper" else 5, ms=9,
+        ax.plot([shown], [y], ls="none", marker=4 if direction == "upper" else 5, ms=9,
                 color=f"C{i % 10}", markeredgecolor=VERDICT_COLOURS[verdict]
                 if verdict != "HOLDS" else f"C{i % 10}", zorder=3,
-                label=mpl_label(_short_title(entry, 60))
-                + ("" if verdict == "HOLDS" else f" ({verdict})"))
+                label=entry.id + ("" if verdict == "HOLDS" else f" ({verdict})"))
+        if shown != value:  # off the scale: say where it is
+            right = shown > hi_x
+            ax.annotate(f"{value:.3g}", (shown, y), xytext=(-7 if right else 7, 0),
+                        textcoords="offset points", fontsize=6.5, color=f"C{i % 10}",
+                        ha="right" if right else "left", va="center")
     for y, q in enumerate(reversed(rows)):
         if q in measured and finite(measured[q]["value"]):
             ax.plot([float(measured[q]["value"])], [y], ls="none", marker="D", ms=4,
@@ -249,18 +283,15 @@ def _spectrum_figure(run: Run, entries: Sequence[TheoremEntry], out: Path,
     ax.set_yticks(range(len(rows)), [mpl_label(EIGENVALUE_QUANTITIES[q])
                                      for q in reversed(rows)])
     ax.set_ylim(-0.6, len(rows) - 0.4)
-    if xs:
-        lo, hi = min(xs), max(xs)
-        pad = 0.05 * (hi - lo or abs(hi) or 1.0)
-        ax.set_xlim(lo - pad, hi + pad)
     ax.set_xlabel("eigenvalue of the loss Hessian")
     _figure_legend(fig, [ax])
     name = f"spectrum-{_slug(run.label)}"
     caption = (("Histogram of the loss-Hessian eigenvalues (log count) of " if spectrum
                 else "Extreme eigenvalues of the loss Hessian of ") + f"{run.label}: the "
                "measured λ_min and λ_max (black diamonds) and the value of each bound on them "
-               "(left-pointing: upper bound; right-pointing: lower bound); the grey bar spans "
-               "them.")
+               "(left-pointing: upper bound; right-pointing: lower bound; markers at equal "
+               "values are stacked vertically; a bound far off the scale sits beyond the dotted "
+               "line, labelled with its value); the grey bar spans them.")
     return Figure(name, caption, _save(fig, out, name, formats))
 
 

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import jinja2
-import sympy
 
+from boundcheck.core import typeset
+from boundcheck.core.verdict import bare_reason, group_reasons
 from boundcheck.outputs.report import numbers
 from boundcheck.outputs.report.document import Report
 from boundcheck.outputs.report.model import distinct_subjects, seeds_text
@@ -23,6 +24,9 @@ from boundcheck.outputs.report.text import heading, latex_escape, latex_text
 
 # A table with more rows than this breaks across pages (longtable) instead of floating.
 LONG_TABLE_ROWS = 24
+# A fragment's table holds at most this many theorems (or runs); the rest continue in
+# further floats, which work in two-column papers where longtable does not.
+FRAGMENT_TABLE_ROWS = 12
 # Quantity tables are listed per run up to this many runs (beyond: the JSON has them).
 MAX_QUANTITY_TABLES = 4
 VERDICTS = {"HOLDS": r"\textsc{holds}", "VIOLATED": r"\textbf{\textsc{violated}}",
@@ -43,14 +47,28 @@ def breakable(text: object) -> str:
     return latex_escape(text).replace(",", r",\allowbreak{}").replace(r"\_", r"\_\allowbreak{}")
 
 
+def wrappable(math: str) -> str:
+    """A formatted number or interval (math mode) that may wrap after its comma."""
+    return math.replace(r",\,", r",\allowbreak\,")
+
+
+def _chunks(rows: Sequence[Any], size: int = FRAGMENT_TABLE_ROWS) -> list[list[Any]]:
+    """Rows in near-equal consecutive pieces of at most ``size``."""
+    rows = list(rows)
+    pieces = max(1, -(-len(rows) // size))
+    step = -(-len(rows) // pieces) if rows else 1
+    return [rows[i:i + step] for i in range(0, len(rows), step)] or [[]]
+
+
 def verdict(v: str) -> str:
     return VERDICTS.get(v, latex_escape(v))
 
 
 def symbol(name: str) -> str:
-    """A theorem symbol's stored name as LaTeX (``lam_max`` → ``lam_{max}``)."""
+    """A theorem symbol's stored name as LaTeX (``lam_max`` → ``lam_{max}``; a name that is
+    LaTeX already, ``\\|W_1\\|_2``, as written)."""
     try:
-        return sympy.latex(sympy.Symbol(name))
+        return typeset.symbol_latex(name)
     except Exception:  # a name sympy cannot typeset: show it as text
         return r"\text{" + latex_escape(name) + "}"
 
@@ -67,7 +85,8 @@ def _environment() -> jinja2.Environment:
     env.filters.update(
         e=latex_escape, text=latex_text, heading=heading, num=numbers.number,
         enclosure=numbers.enclosure, slack=numbers.slack, integer=numbers.integer,
-        verdict=verdict, symbol=symbol, tt=identifier, label=breakable, paren=lambda s: f"({s})")
+        verdict=verdict, symbol=symbol, tt=identifier, label=breakable, paren=lambda s: f"({s})",
+        wrap=wrappable)
     return env
 
 
@@ -94,23 +113,31 @@ def _summary_row(entry) -> dict[str, Any]:
     return row
 
 
-def _reasons(entry, total: int) -> list[tuple[str, str, str]]:
-    """(verdict, where, reason) with identical reasons across runs listed once."""
-    grouped: dict[tuple[str, str], list[str]] = {}
-    for run, r in entry.rows:
-        if r.get("reason"):
-            grouped.setdefault((r["verdict"], r["reason"]), []).append(run.label)
-    out = []
-    for (v, reason), labels in grouped.items():
-        if total == 1:
-            where = ""
-        elif len(labels) == total:
-            where = "on every run"
-        elif len(labels) <= 3:
-            where = "on " + "; ".join(labels)
-        else:
-            where = f"on {len(labels)} runs"
-        out.append((v, where, reason))
+def _reasons(entries, total: int) -> dict[str, list[tuple[str, str, str]]]:
+    """Per theorem, (verdict, where, reason as LaTeX); identical reasons across runs are
+    listed once per theorem, and a reason already given for an earlier theorem is not
+    repeated: it points back to that theorem."""
+    first: dict[tuple[str, str], str] = {}
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for e in entries:
+        items = [(run.label, r["verdict"], r["reason"]) for run, r in e.rows if r.get("reason")]
+        out[e.id] = []
+        for v, reason, labels in group_reasons(items):
+            if total == 1:
+                where = ""
+            elif len(labels) == total:
+                where = "on every run"
+            elif len(labels) <= 3:
+                where = "on " + "; ".join(labels)
+            else:
+                where = f"on {len(labels)} runs"
+            key = (v, bare_reason(reason))
+            if key in first:
+                text = "the same reason as for " + identifier(first[key])
+            else:
+                first[key] = e.id
+                text = latex_text(reason)
+            out[e.id].append((v, where, text))
     return out
 
 
@@ -150,7 +177,7 @@ def context(report: Report) -> dict[str, Any]:
         "correlations": report.correlations,
         "totals": report.totals,
         "table_rows": table_rows,
-        "reasons": {e.id: _reasons(e, len(runs)) for e in entries},
+        "reasons": _reasons(entries, len(runs)),
         "checkpoints": checkpoints,
         "long": {e.id: len(table_rows[e.id]) > LONG_TABLE_ROWS for e in entries},
         "long_summary": len(entries) > LONG_TABLE_ROWS // 2,
@@ -160,6 +187,7 @@ def context(report: Report) -> dict[str, Any]:
         "seeds": seeds_text,
         "environment": _environment_lines(runs),
         "title": report.title,
+        "chunks": _chunks,
     }
 
 

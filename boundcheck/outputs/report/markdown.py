@@ -8,9 +8,11 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from boundcheck.core.verdict import group_reasons
 from boundcheck.outputs.report import numbers
 from boundcheck.outputs.report.document import Report
 from boundcheck.outputs.report.model import seeds_text
+from boundcheck.outputs.report.text import SLACK_LEGEND
 
 ICONS = {"HOLDS": "✅", "VIOLATED": "❌", "INCONCLUSIVE": "⚠️", "NOT_APPLICABLE": "➖"}
 
@@ -69,12 +71,13 @@ def render_markdown(report: Report, figure_format: str = "png") -> str:
         out += _table(["theorem", "title", "holds", "violated", "inconclusive", "n/a",
                        "median slack", "range"], rows, "llrrrrll")
     out.append("")
-    out.append("Slack: ×rhs/lhs for bounds with positive sides, else rhs − lhs. Intervals are "
-               "rounded outward; one number means the interval is narrower than its last digit.")
+    out.append(SLACK_LEGEND)
     def reasons(rows) -> list[str]:
-        return [f"- `{e.id}`" + (f" on {run.label}" if len(runs) > 1 else "")
-                + f": {verdict(r['verdict'])}" + (f" — {r['reason']}" if r.get("reason") else "")
-                for e, run, r in rows]
+        """Each distinct reason once, after the theorems (and runs) that gave it."""
+        items = [(f"`{e.id}`" + (f" on {cell(run.label)}" if len(runs) > 1 else ""),
+                  r["verdict"], r.get("reason") or "–") for e, run, r in rows]
+        return [f"- {', '.join(ids)}: {verdict(v)} — {reason}"
+                for v, reason, ids in group_reasons(items)]
 
     rows = [(e, run, r) for e in entries for run, r in e.rows]
     failing = [row for row in rows if row[2]["verdict"] in ("VIOLATED", "INCONCLUSIVE")]

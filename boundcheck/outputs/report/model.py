@@ -116,15 +116,18 @@ class TheoremEntry:
         return list(latest.values())
 
     def bounded_eigenvalue(self) -> tuple[str, str] | None:
-        """``(quantity, "upper"|"lower")`` when one side is a lone λ_max / λ_min symbol."""
+        """``(quantity, "upper"|"lower")`` when one side is a lone λ_max / λ_min symbol and
+        the other is not (it may be a lone symbol of another quantity: ``λ_max ≤ B_3``)."""
         statement = str(self.info.get("statement", ""))
         if " <= " not in statement:
             return None
         lhs, rhs = (s.strip() for s in statement.split(" <= ", 1))
         symbols = self.info.get("symbols") or {}
-        if symbols.get(lhs) in EIGENVALUE_QUANTITIES and rhs not in symbols:
+        if symbols.get(lhs) in EIGENVALUE_QUANTITIES and \
+                symbols.get(rhs) not in EIGENVALUE_QUANTITIES:
             return symbols[lhs], "upper"
-        if symbols.get(rhs) in EIGENVALUE_QUANTITIES and lhs not in symbols:
+        if symbols.get(rhs) in EIGENVALUE_QUANTITIES and \
+                symbols.get(lhs) not in EIGENVALUE_QUANTITIES:
             return symbols[rhs], "lower"
         return None
 

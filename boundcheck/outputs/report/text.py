@@ -57,6 +57,14 @@ _RELATIONS = (r"\le", r"\ge", r"\in", r"\ne", r"\approx", r"\to")
 _OPERAND_BEFORE = re.compile(r"(?<![A-Za-z0-9.])([A-Za-z]|[0-9]+(?:\.[0-9]+)?)(\s*)$")
 _OPERAND_AFTER = re.compile(r"^(\s*)(−?[A-Za-z]|−?[0-9]+(?:\.[0-9]+)?)(?![A-Za-z0-9])")
 
+# What a slack number means (the kind is declared per theorem: Theorem.slack).
+SLACK_LEGEND = ("Slack: ×k is the ratio rhs/lhs, for theorems declared with ratio slack whose "
+                "sides are both positive; a signed number is the difference rhs − lhs, for "
+                "theorems declared with difference slack (eigenvalue, trace-moment and "
+                "log-volume bounds, whose sides can be ≤ 0) and for a ratio theorem with a "
+                "side ≤ 0. Intervals are rounded outward; one number means the interval is "
+                "narrower than its last digit.")
+
 
 def _math_body(text: str) -> str:
     """Characters inside a braced script (``_{l−1}``) as math-mode LaTeX."""
