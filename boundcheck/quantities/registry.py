@@ -102,6 +102,14 @@ class Budget:
     lvr_noise_scale: float = 1e-3  # ε of the finite-perturbation LVR (boundcheck.engines.lvr)
     max_closed_form_flops: float = 3e11  # T2's n² Gram work (boundcheck.engines.closed_form)
     max_refinements: int = 2  # INCONCLUSIVE on estimated inputs: re-measure this often
+    # T10's CONVERGED precondition: ‖∇L(θ_t)‖ ≤ tol on each of the last K ≥ 1000 GD steps
+    converged_grad_tol: float = 1e-4
+    converged_window: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.converged_window < 1000 or not self.converged_grad_tol > 0:
+            raise ValueError(f"converged_window must be ≥ 1000 steps and converged_grad_tol "
+                             f"> 0 (got {self.converged_window}, {self.converged_grad_tol})")
 
     def tightened(self) -> Budget:
         """The budget of the next refinement round: 4× narrower traces, 10× tighter λ."""
