@@ -137,7 +137,7 @@ GD_LAMBDA_MAX = Theorem(
     id="stability.gd_lambda_max",
     title="Linear stability of GD: λ_max ≤ (2/η)(1 + 10⁻³) at a GD limit",
     lhs=lam_max, rhs=2 / eta * (1 + EDGE_ALLOWANCE), symbols=SYMBOLS, source=SOURCE,
-    assumptions=(CONVERGED, FINITE_MINIMISER, TWICE_DIFFERENTIABLE), slack="ratio",
+    assumptions=(FINITE_MINIMISER, TWICE_DIFFERENTIABLE, CONVERGED), slack="ratio",
     family="stability",
     notes="λ_max of the loss Hessian at the end of full-batch GD with step η; ηλ_max/2 = "
           "1.001/slack. Measured in float64 on the trained parameters.",
