@@ -77,7 +77,7 @@ def test_flat_loss_period_two_oscillation_is_not_converged():
     """ηλ_max = 2: the top component flips sign forever at constant amplitude; the loss is
     flat but ‖∇L‖ stays ≈ λ·amplitude."""
     net, x, y, lam = _least_squares()
-    subject, info = _trained_subject(net, x, y, "mse", 2.0 / lam, 3000)
+    subject, info = _trained_subject(net, x, y, "mse", 2.0 / lam, 1500)
     tail = info["trajectory"].losses[-1000:]
     assert (max(tail) - min(tail)) / tail[-1] < 0.01  # flat
     res = bc.verify(subject, [T10, PLANTED])
@@ -135,7 +135,7 @@ def test_cross_entropy_on_separated_data_is_not_applicable():
 def test_cross_entropy_without_separation_converges_and_holds():
     x, y = _blobs(separated=False)
     net = nn.Linear(2, 2).double()
-    subject, _ = _trained_subject(net, x, y, "cross_entropy", 1.0, 2500)
+    subject, _ = _trained_subject(net, x, y, "cross_entropy", 1.0, 1500)
     r = bc.verify(subject, T10)[T10]
     assert r.quantities["cross_entropy.separation_margin"].lower <= 0
     assert r.verdict == bc.Verdict.HOLDS, r.reason
@@ -164,8 +164,9 @@ def test_kink_distance_against_direct_computation():
     net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 4), nn.LeakyReLU(),
                         nn.Linear(4, 1)).double()
     x = torch.randn(7, 3, generator=gen, dtype=torch.float64)
-    z1 = net[0](x)
-    z2 = net[2](net[1](z1))
+    with torch.no_grad():
+        z1 = net[0](x)
+        z2 = net[2](net[1](z1))
     expected = min(float(z.abs().min() / z.abs().max()) for z in (z1, z2))
     assert kink_distances(net, [x]).relative == pytest.approx(expected, rel=1e-15)
     smooth = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)).double()
@@ -216,3 +217,44 @@ def test_trajectory_validation():
     assert t.until(1).gradient_norms == (3.0, 2.0) and t.window_max(2) == 2.0
     with pytest.raises(ValueError, match="converged_window"):
         bc.Budget(converged_window=999)
+
+
+# -- the report's λ_max(t) against 2/η figure, fed from results ------------------------------
+def _checkpointed_runs(tmp_path):
+    results = []
+    for factor in (1.5, 1.9):
+        net, x, y, lam = _least_squares()
+        states: list = []
+
+        def keep(step, model, states=states):
+            states.append((step, copy.deepcopy(model.state_dict())))
+
+        info = train(net, x, y, "mse",
+                     Recipe(optimizer="gd", lr=factor / lam, momentum=0.0, steps=1200,
+                            target_loss=None, checkpoints=[0, 600]),
+                     progress=False, on_checkpoint=keep)
+        for step, state in states:
+            net.load_state_dict(state)
+            subject = bc.Subject(net, (x, y), "mse", name=f"ls @ step {step}",
+                                 trajectory=info["trajectory"].until(step))
+            res = bc.verify(subject, T10)
+            res.training = {"step": step}
+            res.extras["sweep"] = {"recipe.lr": factor / lam}
+            results.append(res)
+    return results, lam
+
+
+def test_stability_figure_from_results(tmp_path):
+    from boundcheck.outputs.report.figures import _stability_figure, stability_panels
+    from boundcheck.outputs.report.model import make_runs
+
+    results, lam = _checkpointed_runs(tmp_path)
+    panels = stability_panels(make_runs(results))
+    (panel,) = panels.values()
+    assert sorted(s.eta for s in panel.values()) == pytest.approx([1.5 / lam, 1.9 / lam])
+    for s in panel.values():
+        assert [p[0] for p in s.points] == [0, 600, 1200]
+        assert s.end_ratio == pytest.approx(s.eta * lam / 2, rel=1e-9)  # H = XᵀX/n
+    fig = _stability_figure(panels, tmp_path, ("png",), part=0)
+    assert fig.name == "stability-lambda-max" and "0.95000" in fig.caption
+    assert fig.files["png"].stat().st_size > 1000
