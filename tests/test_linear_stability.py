@@ -258,3 +258,31 @@ def test_stability_figure_from_results(tmp_path):
     fig = _stability_figure(panels, tmp_path, ("png",), part=0)
     assert fig.name == "stability-lambda-max" and "0.95000" in fig.caption
     assert fig.files["png"].stat().st_size > 1000
+
+
+# -- a tanh MLP on digits, trained by the harness: sharpening to the edge, then HOLDS ---------
+@pytest.fixture
+def planted_registered():
+    bc.register(PLANTED, replace=True)
+    yield PLANTED.id
+    bc.unregister(PLANTED.id)
+
+
+@pytest.mark.slow
+def test_digits_mlp_converges_near_the_edge_and_holds(planted_registered):
+    from boundcheck.harness.config import RunConfig
+    from boundcheck.harness.pipeline import train_and_verify
+
+    cfg = RunConfig.from_dict({
+        "name": "t10-digits", "theorems": [T10, planted_registered],
+        "subject": {"dataset": "digits", "n_samples": 32, "model": "mlp", "hidden": [16],
+                    "activation": "tanh", "loss": "mse"},
+        "recipe": {"optimizer": "gd", "lr": 0.3, "momentum": 0.0, "steps": 6000,
+                   "target_loss": 0.0, "checkpoints": [0]}})
+    start, end = train_and_verify(cfg, progress=False, log=lambda _: None)
+    last = end[T10]
+    assert last.verdict == bc.Verdict.HOLDS, last.reason
+    lam_end = last.quantities["hessian.lambda_max"].value
+    assert 0.95 < 0.3 * lam_end / 2 <= 1.001  # ended near the edge 2/η
+    assert lam_end > 1.1 * start[T10].quantities["hessian.lambda_max"].value  # sharpening
+    assert end[planted_registered].verdict == bc.Verdict.VIOLATED
