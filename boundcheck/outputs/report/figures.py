@@ -431,7 +431,6 @@ def _steps_figure(family: str, members: list[TheoremEntry], out: Path,
 
 # -- λ_max against training step, beside 2/η (T10) ------------------------------------------
 STEP_SIZE, LAMBDA_MAX = "gd.step_size", "hessian.lambda_max"
-STEP_SIZE_KEYS = ("recipe.lr", "lr")
 
 
 @dataclass
@@ -448,8 +447,8 @@ class StabilitySeries:
 
 
 def stability_panels(runs: Sequence[Run]) -> dict[str, dict[str, StabilitySeries]]:
-    """Panel (the sweep point without its step size) -> series label -> the run's λ_max
-    along training; only series measured at two or more steps."""
+    """Panel (the sweep point without its recipe: the subject) -> series label -> the
+    run's λ_max along training; only series measured at two or more steps."""
     found: dict[str, dict[str, dict[int, tuple[float, float, float, float]]]] = {}
     for run in runs:
         q = run.quantities()
@@ -458,7 +457,7 @@ def stability_panels(runs: Sequence[Run]) -> dict[str, dict[str, StabilitySeries
         lam, eta = q[LAMBDA_MAX], q[STEP_SIZE]
         if not all(finite(lam[k]) for k in ("value", "lower", "upper")):
             continue
-        point = {k: v for k, v in run.sweep.items() if k not in STEP_SIZE_KEYS}
+        point = {k: v for k, v in run.sweep.items() if not k.startswith("recipe.")}
         panel = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short_value(v)}"
                           for k, v in sorted(point.items())) or run.name.removesuffix(
             f" @ step {run.step}")
