@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from boundcheck.core.estimate import UNIT_ROUNDOFF
 from boundcheck.core.losses import make_loss, resolve_for_output
 from boundcheck.core.trajectory import Trajectory
 
@@ -93,8 +94,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="cross_entrop
     checkpoints: list[tuple[int, float]] = []
     full_batch = batch == n
     # ‖∇L(θ_t)‖ and L(θ_t) of every full-batch step, kept on the device (no per-step sync)
-    record = torch.full((2, recipe.steps + 1), float("nan"), dtype=torch.float64,
-                        device=x.device) if full_batch else None
+    record = torch.full((2, recipe.steps + 1), float("nan"), device=x.device,
+                        dtype=torch.float32 if x.device.type == "mps" else torch.float64) \
+        if full_batch else None
 
     def checkpoint(step: int) -> None:
         loss_now = _full_loss(model, x, y, loss_fn)
@@ -124,7 +126,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="cross_entrop
                                          f"{batch_loss.item()}); lower the learning rate")
             batch_loss.backward()
             if record is not None:
-                record[0, step - 1] = _gradient_norm(params)
+                record[0, step - 1] = _gradient_norm(params, record.dtype)
                 record[1, step - 1] = batch_loss.detach()
             opt.step()
             bar.update(1)
@@ -142,7 +144,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="cross_entrop
             opt.zero_grad(set_to_none=True)
             final_loss = loss_fn.mean(model(x), y)
             final_loss.backward()
-            record[0, step], record[1, step] = _gradient_norm(params), final_loss.detach()
+            record[0, step], record[1, step] = (_gradient_norm(params, record.dtype),
+                                                final_loss.detach())
             opt.zero_grad(set_to_none=True)
     finally:
         bar.close()
@@ -152,11 +155,11 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="cross_entrop
         raise FloatingPointError(f"training diverged: the final loss is {full_loss}")
     trajectory = None
     grad_history: list[tuple[int, float]] = []
-    if record is not None:
+    dtype = str(params[0].dtype).replace("torch.", "")
+    if record is not None and dtype in UNIT_ROUNDOFF:  # (half precision: no rounding model)
         norms, losses = record[:, :step + 1].cpu().tolist()
-        trajectory = Trajectory.from_history(
-            recipe.optimizer, recipe.lr, recipe.momentum, full_batch,
-            str(params[0].dtype).replace("torch.", ""), norms, losses)
+        trajectory = Trajectory.from_history(recipe.optimizer, recipe.lr, recipe.momentum,
+                                             full_batch, dtype, norms, losses)
         grad_history = [(t, norms[t]) for t, _ in history]
     return {"recipe": asdict(recipe), "steps": step, "final_loss": full_loss,
             "history": history, "checkpoints": checkpoints,
@@ -165,9 +168,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="cross_entrop
             "trajectory": trajectory, "gradient_norm_history": grad_history}
 
 
-def _gradient_norm(params: list[torch.Tensor]) -> torch.Tensor:
-    """‖∇L‖ of the gradients in ``.grad``, accumulated in float64."""
-    return torch.sqrt(sum(p.grad.detach().double().pow(2).sum() for p in params
+def _gradient_norm(params: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """‖∇L‖ of the gradients in ``.grad``, accumulated in ``dtype`` (float64 except on MPS)."""
+    return torch.sqrt(sum(p.grad.detach().to(dtype).pow(2).sum() for p in params
                           if p.grad is not None))
 
 
