@@ -106,6 +106,10 @@ def test_above_two_over_eta_is_inconclusive_never_violated():
     assert res[T10].verdict == bc.Verdict.INCONCLUSIVE
     assert "not yet a GD limit" in res[T10].reason
     assert res[PLANTED.id].verdict == bc.Verdict.VIOLATED
+    # with λ_max from Lanczos (statistical), no refinement rounds are spent on it
+    lanczos = bc.verify(subject, T10, budget=bc.Budget(max_dense_params=1))[T10]
+    assert lanczos.quantities["hessian.lambda_max"].kind != "exact"
+    assert lanczos.verdict == bc.Verdict.INCONCLUSIVE and "refinement" not in lanczos.reason
 
 
 # -- NOT_APPLICABLE -------------------------------------------------------------------------
