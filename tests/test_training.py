@@ -116,7 +116,7 @@ def test_divergence_is_reported():
 
 @pytest.mark.parametrize("recipe, match", [
     (dict(optimizer="lbfgs"), "unknown optimizer"),
-    (dict(lr=0.0), "lr > 0"),
+    (dict(lr=0.0), "lr must be a finite number > 0"),
     (dict(batch_size=0), "batch_size"),
     (dict(steps=10, checkpoints=[11]), "outside"),
 ])

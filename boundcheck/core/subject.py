@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from boundcheck.core.losses import Loss, make_loss, resolve_for_output
+from boundcheck.core.trajectory import Trajectory
 
 MAX_BATCH = 4096
 MODE_PROBE_SAMPLES = 64  # samples on which a train-mode model is checked for mode dependence
@@ -51,6 +52,8 @@ class Subject:
     :func:`boundcheck.core.losses.make_loss`.
     eval_mode: a model in train mode with dropout or batch norm is refused unless this is True,
     in which case a copy is measured in eval mode and the switch is recorded in ``notes``.
+    trajectory: how training reached these parameters (optimizer, step size, per-step loss
+    and gradient norm), for theorems about training dynamics (T10); ``None`` when unknown.
     """
 
     model: nn.Module
@@ -61,11 +64,15 @@ class Subject:
     device: str | torch.device | None = None
     eval_mode: bool = False
     notes: list[str] = field(default_factory=list)
+    trajectory: Trajectory | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
             raise InvalidSubjectError(f"model must be a torch.nn.Module, got "
                                       f"{type(self.model).__name__}")
+        if self.trajectory is not None and not isinstance(self.trajectory, Trajectory):
+            raise InvalidSubjectError(f"trajectory must be a boundcheck.core.trajectory."
+                                      f"Trajectory, got {type(self.trajectory).__name__}")
         self.device = torch.device(self.device or "cpu")
         if self.device.type == "meta":
             raise InvalidSubjectError("the meta device holds no values: measure on cpu or cuda")

@@ -55,6 +55,10 @@ class Theorem:
     # NotApplicableError gives the reason (for checks that need an engine to inspect the net).
     applies_to: Callable[[object], str | None] | str | None = field(default=None,
                                                                     compare=False)
+    # Non-empty for a theorem one subject cannot refute (it holds for almost every
+    # initialisation, say): a measured lhs > rhs is then INCONCLUSIVE with this explanation,
+    # never VIOLATED. A planted or deterministic statement leaves it empty.
+    exceeded_reason: str = ""
 
     def __post_init__(self) -> None:
         if self.slack not in ("ratio", "difference"):
@@ -102,4 +106,5 @@ class Theorem:
                             for a in self.assumptions],
             "source": self.source,
             "slack": self.slack,
+            **({"exceeded_reason": self.exceeded_reason} if self.exceeded_reason else {}),
         }

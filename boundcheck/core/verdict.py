@@ -1,7 +1,9 @@
 """Deciding a theorem on a subject: interval-evaluate both sides, then HOLDS / VIOLATED /
 INCONCLUSIVE / NOT_APPLICABLE, with the slack and its interval.
 
-HOLDS iff ``upper(lhs) ≤ lower(rhs)``; VIOLATED iff ``lower(lhs) > upper(rhs)``. The same test
+HOLDS iff ``upper(lhs) ≤ lower(rhs)``; VIOLATED iff ``lower(lhs) > upper(rhs)``, except for a
+theorem one subject cannot refute (``Theorem.exceeded_reason``: it holds for almost every
+initialisation, say), where that is INCONCLUSIVE with the theorem's explanation. The same test
 is also applied to ``rhs − lhs`` evaluated as one expression (tighter when a symbol appears on
 both sides); the decision uses whichever enclosure is narrower.
 """
@@ -130,6 +132,9 @@ def decide(theorem: Theorem, values: dict[str, Estimate]) -> TheoremResult:
         verdict, reason = Verdict.HOLDS, ""
         if lhs.value == -math.inf:
             reason = "left side is −∞: holds trivially"
+    elif gap_hi < 0 and theorem.exceeded_reason:
+        verdict = Verdict.INCONCLUSIVE
+        reason = f"lhs exceeds rhs by at least {-gap_hi:.3g}: {theorem.exceeded_reason}"
     elif gap_hi < 0:
         verdict, reason = Verdict.VIOLATED, f"lhs exceeds rhs by at least {-gap_hi:.3g}"
     else:

@@ -82,7 +82,7 @@ class SubjectConfig:
         if self.n_samples is not None:
             checks.integer(self.n_samples, "subject.n_samples", least=1)
         if self.hidden is not None:
-            if not isinstance(self.hidden, list) or not self.hidden:
+            if not isinstance(self.hidden, list):  # [] is allowed: no hidden dense layer
                 raise ValueError(f"subject.hidden must be a list of layer widths, e.g. [32], "
                                  f"got {self.hidden!r}")
             for width in self.hidden:

@@ -78,13 +78,15 @@ def train_and_verify(cfg: RunConfig, *, progress: bool = True,
     log(f"  {info['steps']} steps, final loss {info['final_loss']:.3g} "
         f"({info['seconds']:.1f} s)")
     losses = dict(info["checkpoints"])
-    summary = {k: v for k, v in info.items() if k != "checkpoints"}
+    trajectory = info["trajectory"]
+    summary = {k: v for k, v in info.items() if k not in ("checkpoints", "trajectory")}
     runs = []
     for step, state in snapshots:
         net.load_state_dict(state)
         name = cfg.name if len(snapshots) == 1 else f"{cfg.name} @ step {step}"
         subject = Subject(net, (data.x, targets), cfg.subject.loss, name=name,
-                          device=cfg.device)
+                          device=cfg.device,
+                          trajectory=trajectory.until(step) if trajectory else None)
         log(f"verifying at step {step} ...")
         verify_start = time.perf_counter()
         ctx = Context(subject, confidence=cfg.confidence, seed=cfg.seed, budget=cfg.budget)

@@ -5,6 +5,10 @@ works on a float64 copy. Stops at ``target_loss`` or after ``steps`` steps, whic
 first. ``on_checkpoint(step, model)`` is called at each step listed in ``recipe.checkpoints``
 (0 = the initialisation) and once more at the end, so quantities can be tracked along
 training. On CPU with one thread, the same seed gives bit-identical runs.
+
+Full-batch GD (optimizer "gd") also records, for every step t = 0..T, the loss ``L(θ_t)`` and
+the gradient norm ``‖∇L(θ_t)‖`` of the step it takes (one more gradient at θ_T at the end):
+the :class:`boundcheck.core.trajectory.Trajectory` that T10's convergence precondition reads.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from boundcheck.core import checks
+from boundcheck.core.estimate import UNIT_ROUNDOFF
 from boundcheck.core.losses import make_loss, resolve_for_output
+from boundcheck.core.trajectory import Trajectory
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 
@@ -68,8 +74,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="cross_entrop
     """Train ``model`` in place (moved to ``device`` when given; left in eval mode).
 
     Returns a summary: recipe, steps taken, final loss, the loss history, seconds, whether
-    the target was reached, and ``checkpoints``: [(step, full-data loss)] for each call of
-    ``on_checkpoint``.
+    the target was reached, ``checkpoints``: [(step, full-data loss)] for each call of
+    ``on_checkpoint``, and for full-batch GD ``trajectory``: the per-step
+    :class:`~boundcheck.core.trajectory.Trajectory` (else None) and
+    ``gradient_norm_history``: [(step, ‖∇L(θ_step)‖)] every ``log_every`` steps.
     """
     recipe = recipe or Recipe()
     if x.shape[0] == 0 or x.shape[0] != y.shape[0]:
@@ -94,6 +102,11 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="cross_entrop
     gen = torch.Generator().manual_seed(recipe.seed)
     history: list[tuple[int, float]] = []
     checkpoints: list[tuple[int, float]] = []
+    full_batch = batch == n
+    # ‖∇L(θ_t)‖ and L(θ_t) of every full-batch step, kept on the device (no per-step sync)
+    record = torch.full((2, recipe.steps + 1), float("nan"), device=x.device,
+                        dtype=torch.float32 if x.device.type == "mps" else torch.float64) \
+        if full_batch else None
 
     def checkpoint(step: int) -> None:
         loss_now = _full_loss(model, x, y, loss_fn)
@@ -122,6 +135,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="cross_entrop
                 raise FloatingPointError(f"training diverged at step {step} (loss "
                                          f"{batch_loss.item()}); lower the learning rate")
             batch_loss.backward()
+            if record is not None:
+                record[0, step - 1] = _gradient_norm(params, record.dtype)
+                record[1, step - 1] = batch_loss.detach()
             opt.step()
             bar.update(1)
             if step in recipe.checkpoints and step != recipe.steps:
@@ -134,16 +150,38 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss="cross_entrop
                     break
         if not checkpoints or checkpoints[-1][0] != step:
             checkpoint(step)
+        if record is not None:  # the gradient at θ_T, where the subject is measured
+            opt.zero_grad(set_to_none=True)
+            final_loss = loss_fn.mean(model(x), y)
+            final_loss.backward()
+            record[0, step], record[1, step] = (_gradient_norm(params, record.dtype),
+                                                final_loss.detach())
+            opt.zero_grad(set_to_none=True)
     finally:
         bar.close()
         model.eval()
     full_loss = checkpoints[-1][1]
     if not torch.isfinite(torch.tensor(full_loss)):
         raise FloatingPointError(f"training diverged: the final loss is {full_loss}")
+    trajectory = None
+    grad_history: list[tuple[int, float]] = []
+    dtype = str(params[0].dtype).replace("torch.", "")
+    if record is not None and dtype in UNIT_ROUNDOFF:  # (half precision: no rounding model)
+        norms, losses = record[:, :step + 1].cpu().tolist()
+        trajectory = Trajectory.from_history(recipe.optimizer, recipe.lr, recipe.momentum,
+                                             full_batch, dtype, norms, losses)
+        grad_history = [(t, norms[t]) for t, _ in history]
     return {"recipe": asdict(recipe), "steps": step, "final_loss": full_loss,
             "history": history, "checkpoints": checkpoints,
             "seconds": time.perf_counter() - start,
-            "reached_target": recipe.target_loss is not None and full_loss <= recipe.target_loss}
+            "reached_target": recipe.target_loss is not None and full_loss <= recipe.target_loss,
+            "trajectory": trajectory, "gradient_norm_history": grad_history}
+
+
+def _gradient_norm(params: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """‖∇L‖ of the gradients in ``.grad``, accumulated in ``dtype`` (float64 except on MPS)."""
+    return torch.sqrt(sum(p.grad.detach().to(dtype).pow(2).sum() for p in params
+                          if p.grad is not None))
 
 
 def _to_model(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -120,6 +120,9 @@ class Budget:
     paper_subset: str = "first"  # "first" n samples, or "random" (seeded by the context)
     paper_top_k: int = 3  # singular values in the log-volume (3 in the authors' code)
     paper_epsilon: float = 1e-4  # ε added to ‖h‖² in the harmonic factor
+    # T10's CONVERGED precondition: ‖∇L(θ_t)‖ ≤ tol on each of the last K ≥ 1000 GD steps
+    converged_grad_tol: float = 1e-4
+    converged_window: int = 1000
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -137,6 +140,9 @@ class Budget:
                 checks.real(value, name, at_least=0.0)
             else:
                 checks.real(value, name, above=0.0)
+        if self.converged_window < 1000:
+            raise ValueError(f"Budget.converged_window must be ≥ 1000 steps (T10's CONVERGED), "
+                             f"got {self.converged_window}")
 
     def tightened(self) -> Budget:
         """The budget of the next refinement round: 4× narrower traces, 10× tighter λ."""

@@ -48,7 +48,7 @@ def verify_one(theorem: Theorem, ctx: Context) -> TheoremResult:
     current = _with(ctx, ctx.budget, 1.0 - delta * share[0], ctx.seed)
     result = _decide_once(theorem, current)
     for k in range(1, rounds + 1):
-        if result.verdict != Verdict.INCONCLUSIVE or not _refinable(result):
+        if result.verdict != Verdict.INCONCLUSIVE or not _refinable(result, theorem):
             break
         current = _with(current, current.budget.tightened(), 1.0 - delta * share[k],
                         ctx.seed + k)
@@ -61,7 +61,11 @@ def verify_one(theorem: Theorem, ctx: Context) -> TheoremResult:
     return result
 
 
-def _refinable(result: TheoremResult) -> bool:
+def _refinable(result: TheoremResult, theorem: Theorem) -> bool:
+    """Estimated inputs, and not already decided as exceeded (INCONCLUSIVE only because the
+    theorem cannot be refuted by one subject: more precision would not change it)."""
+    if theorem.exceeded_reason and theorem.exceeded_reason in result.reason:
+        return False
     return any(e.kind != "exact" for e in result.quantities.values())
 
 

@@ -4,6 +4,8 @@ says more than the tables:
 * the Hessian spectrum with every measured bound on λ_max / λ_min (one subject);
 * slack across a sweep or across subjects (one panel per theorem of a family);
 * slack against training step (runs of one series at several checkpoints);
+* λ_max against training step beside 2/η, per GD step size η (runs that measured
+  ``hessian.lambda_max`` and ``gd.step_size``: T10, progressive sharpening);
 * sharpness against compression measures across runs, with Pearson and Spearman
   correlations (``scipy.stats``; the numbers go into the report as well).
 """
@@ -82,6 +84,11 @@ def make_figures(runs: Sequence[Run], entries: Sequence[TheoremEntry], out_dir: 
             for i in range(0, len(stepped), PANELS_PER_FIGURE):
                 figures.append(_steps_figure(family, stepped[i:i + PANELS_PER_FIGURE], out,
                                              formats, part=i // PANELS_PER_FIGURE))
+        panels = stability_panels(runs)
+        keys = list(panels)
+        for i in range(0, len(keys), PANELS_PER_FIGURE):
+            figures.append(_stability_figure({k: panels[k] for k in keys[i:i + PANELS_PER_FIGURE]},
+                                             out, formats, part=i // PANELS_PER_FIGURE))
         chosen = list(pairs) if pairs is not None else default_pairs(runs)
         usable = [(x, y) for x, y in chosen if len(_paired_values(runs, x, y)[0]) >= 3]
         for i in range(0, len(usable), PANELS_PER_FIGURE):
@@ -450,6 +457,81 @@ def _steps_figure(family: str, members: list[TheoremEntry], out: Path,
     name = f"slack-steps-{_slug(family)}" + (f"-{part + 1}" if part else "")
     caption = (f"Slack of the `{family}` bounds against training step (shaded: its interval; "
                "× marks a verdict other than HOLDS; dotted: the bound attained with equality).")
+    return Figure(name, caption, _save(fig, out, name, formats))
+
+
+# -- λ_max against training step, beside 2/η (T10) ------------------------------------------
+STEP_SIZE, LAMBDA_MAX = "gd.step_size", "hessian.lambda_max"
+
+
+@dataclass
+class StabilitySeries:
+    """One GD run: its step size η and (step, λ_max value, lower, upper) at each checkpoint."""
+
+    eta: float
+    points: list[tuple[int, float, float, float]]
+
+    @property
+    def end_ratio(self) -> float:
+        """ηλ_max/2 at the last checkpoint."""
+        return self.eta * self.points[-1][1] / 2
+
+
+def stability_panels(runs: Sequence[Run]) -> dict[str, dict[str, StabilitySeries]]:
+    """Panel (the sweep point without its recipe: the subject) -> series label -> the
+    run's λ_max along training; only series measured at two or more steps."""
+    found: dict[str, dict[str, dict[int, tuple[float, float, float, float]]]] = {}
+    for run in runs:
+        q = run.quantities()
+        if run.step is None or STEP_SIZE not in q or LAMBDA_MAX not in q:
+            continue
+        lam, eta = q[LAMBDA_MAX], q[STEP_SIZE]
+        if not all(finite(lam[k]) for k in ("value", "lower", "upper")):
+            continue
+        point = {k: v for k, v in run.sweep.items() if not k.startswith("recipe.")}
+        panel = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short_value(v)}"
+                          for k, v in sorted(point.items())) or run.name.removesuffix(
+            f" @ step {run.step}")
+        found.setdefault(panel, {}).setdefault(run.series, {})[run.step] = (
+            float(eta["value"]), float(lam["value"]), float(lam["lower"]), float(lam["upper"]))
+    panels: dict[str, dict[str, StabilitySeries]] = {}
+    for panel, series in found.items():
+        kept = {label: StabilitySeries(next(iter(pts.values()))[0],
+                                       [(s, *pts[s][1:]) for s in sorted(pts)])
+                for label, pts in series.items() if len(pts) >= 2}
+        if kept:
+            panels[panel] = dict(sorted(kept.items(), key=lambda kv: kv[1].eta))
+    return panels
+
+
+def _stability_figure(panels: dict[str, dict[str, StabilitySeries]], out: Path,
+                      formats: Sequence[str], part: int) -> Figure:
+    fig, axes = _new_figure(len(panels))
+    ends = []
+    for ax, (panel, series) in zip(axes, panels.items(), strict=True):
+        values = []
+        for i, s in enumerate(series.values()):
+            steps = [p[0] for p in s.points]
+            colour = f"C{i % 10}"
+            ax.plot(steps, [p[1] for p in s.points], color=colour, lw=1.0, marker="o", ms=2.5,
+                    label=f"η = {s.eta:g}")
+            ax.fill_between(steps, [p[2] for p in s.points], [p[3] for p in s.points],
+                            color=colour, alpha=0.2, lw=0)
+            ax.axhline(2 / s.eta, color=colour, lw=0.9, ls="--")
+            values += [p[1] for p in s.points] + [2 / s.eta]
+            ends.append(f"{s.end_ratio:.5f} ({panel}, η = {s.eta:g})")
+        ax.plot([], [], color="0.4", lw=0.9, ls="--", label="2/η (dashed, same colour)")
+        if values and min(values) > 0 and max(values) / min(values) > 20:
+            ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(mpl_label("λ_max of the loss Hessian"))
+        ax.set_title(_shorten(panel, 48))
+    _figure_legend(fig, axes)
+    name = "stability-lambda-max" + (f"-{part + 1}" if part else "")
+    caption = ("λ_max of the loss Hessian along full-batch gradient descent (shaded: its "
+               "interval) against the linear-stability edge 2/η (dashed, same colour), per "
+               "step size η: progressive sharpening drives λ_max up towards 2/η. ηλ_max/2 at "
+               "the last checkpoint: " + "; ".join(ends) + ".")
     return Figure(name, caption, _save(fig, out, name, formats))
 
 
