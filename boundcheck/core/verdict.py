@@ -105,8 +105,27 @@ def side_estimate(expr: sympy.Expr, theorem: Theorem, values: dict[str, Estimate
     return Estimate(point, lo, hi, kind, f"interval evaluation of the {label}", confidence)
 
 
+def symbol_precondition(theorem: Theorem, values: dict[str, Estimate]) -> str | None:
+    """Why a symbol's declared sign (sympy ``positive`` / ``nonnegative``) is not met by the
+    quantity measured for it, or None (rule: :func:`boundcheck.core.intervals.
+    assumption_failure`; an ``exact`` estimate's straddle is rounding, anything else is not)."""
+    for s, name in sorted(theorem.symbols.items(), key=lambda kv: str(kv[0])):
+        e = values[name]
+        why = intervals.assumption_failure(s, e.value, e.lower, e.upper, e.kind == "exact")
+        if why:
+            return f"{why} (quantity {name})"
+    return None
+
+
 def decide(theorem: Theorem, values: dict[str, Estimate]) -> TheoremResult:
-    """Verdict and slack from measured quantities (assumptions already checked)."""
+    """Verdict and slack from measured quantities (assumptions already checked).
+
+    A symbol whose declared sign the measurement contradicts makes the theorem
+    NOT_APPLICABLE (:func:`symbol_precondition`); it is never clipped into its domain."""
+    why = symbol_precondition(theorem, values)
+    if why:
+        return TheoremResult(theorem.id, Verdict.NOT_APPLICABLE, f"precondition: {why}",
+                             quantities=dict(values))
     try:
         lhs = side_estimate(theorem.lhs, theorem, values, "left side")
         rhs = side_estimate(theorem.rhs, theorem, values, "right side")

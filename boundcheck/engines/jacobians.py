@@ -220,9 +220,10 @@ def jacobian_stats(jacobian: Callable[[int, int, str], torch.Tensor],
         fros.append(torch.linalg.matrix_norm(j))
     s, fro = torch.cat(svals), torch.cat(fros)
     rho = max(floor_rel, 4.0 * measured)
-    # Underflow can hide a tiny but nonzero J; an exactly zero J (a dead ReLU's mask) is exact.
-    nonzero = ((s[:, 0] > 0) | (fro > 0)).to(fro.dtype)
-    err = rho * fro + underflow_floor(out_dim * in_dim) * nonzero
+    # Underflow can hide a tiny but nonzero J, so even an exactly zero J̃ gets the floor: a
+    # zero is not proven structural here (a dead ReLU's mask and underflow look alike, and so
+    # did a saturated tanh before :func:`boundcheck.core.activations.stable_tanh`; issue 12).
+    err = rho * fro + underflow_floor(out_dim * in_dim)
     sval_err = err + 8 * u * max(out_dim, in_dim) * s[:, 0]
     return JacobianStats(s, torch.cat(grams), fro, err, sval_err, mode)
 
