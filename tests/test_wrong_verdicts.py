@@ -114,6 +114,25 @@ def test_underflowed_jacobian_gets_an_interval_containing_the_truth():
     assert est.contains(lvr) and math.isfinite(est.upper)  # was −∞ "exact"
 
 
+def test_relu_zero_is_exact_only_when_a_dead_layer_proves_it():
+    from boundcheck.engines.jacobians import dead_relu_samples
+
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+    with torch.no_grad():
+        net[0].weight.fill_(1e-170)
+        net[0].bias.zero_()
+        net[2].weight.fill_(1e-170)
+        net[2].bias.zero_()
+    x = torch.rand(4, 2, dtype=D) + 0.5  # every unit alive: J = 3e-340·… underflows to 0
+    assert not dead_relu_samples(net, x).any()
+    e = bc.measure(bc.Subject(net, (x, torch.randn(4, 2, dtype=D)), "mse"),
+                   ["jacobian.mls"])["jacobian.mls"]
+    assert e.value == 0.0 and e.upper > 0  # not "exact" 0
+    with torch.no_grad():
+        net[0].weight.fill_(-1.0)
+    assert dead_relu_samples(net, x).all()  # a dead layer: the zero is proven
+
+
 def test_stable_activations_match_high_precision_derivatives():
     from boundcheck.core.activations import stable_sigmoid, stable_tanh
 

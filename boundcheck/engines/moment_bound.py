@@ -34,8 +34,9 @@ split. The reported bound is the lowest point above which every cell is certifie
 does not rely on feasibility being monotone in t. A lower end for the relaxation's optimum
 is a t at which every constraint matrix is positive definite for *every* y in the box
 (checked from interval enclosures of the matrices), searched downward from the certified
-upper end and bisected (:func:`certified_feasible_point`), independent of the solver. A discretised-spectrum LP would be an
-INNER approximation (it can fall below the true λ_max) and is never used.
+upper end and bisected (:func:`certified_feasible_point`), independent of the solver. A
+discretised-spectrum LP would be an INNER approximation (it can fall below the true λ_max)
+and is never used.
 """
 
 from __future__ import annotations
