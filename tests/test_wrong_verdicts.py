@@ -54,11 +54,13 @@ def test_nonnegative_symbol_with_negative_measurement_is_not_applicable(register
 
 
 def test_straddle_rule():
-    from boundcheck.core.intervals import assumption_failure
+    from boundcheck.core.intervals import assumption_failure, assumption_undecided
 
     p = sympy.Symbol("p", nonnegative=True)
     assert assumption_failure(p, 0.0, -1e-300, 1e-300, rounding_only=True) is None
-    assert assumption_failure(p, 0.0, -1e-3, 1e-3, rounding_only=False)  # an estimate: no
+    assert assumption_undecided(p, -1e-300, rounding_only=True) is None
+    assert assumption_failure(p, 0.0, -1e-3, 1e-3, rounding_only=False) is None
+    assert assumption_undecided(p, -1e-3, rounding_only=False)  # an estimate: undecided
     assert assumption_failure(p, -1e-20, -1e-18, 1e-18, rounding_only=True)  # value outside
     q = sympy.Symbol("q", positive=True)
     assert assumption_failure(q, 0.0, 0.0, 0.0, rounding_only=True)

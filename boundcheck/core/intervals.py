@@ -51,7 +51,7 @@ def assumption_failure(s: sympy.Symbol, value: float, lo: float, hi: float,
     intersected with the domain only when ``rounding_only`` (the interval is a floating-point
     rounding allowance around an exactly computed value, an ``exact`` estimate): then only
     rounding puts part of it outside. A statistical or certified interval that straddles the
-    boundary leaves the precondition undecided, which is reported too.
+    boundary leaves the precondition undecided (:func:`assumption_undecided`).
     """
     sign = declared_sign(s)
     if sign is None:
@@ -59,10 +59,17 @@ def assumption_failure(s: sympy.Symbol, value: float, lo: float, hi: float,
     outside = (lambda v: v <= 0) if sign == "positive" else (lambda v: v < 0)
     if outside(value) or outside(hi):
         return f"symbol {s} is declared {sign} but measured {value:.6g} in [{lo:.6g}, {hi:.6g}]"
-    if outside(lo) and not rounding_only:
-        return (f"symbol {s} is declared {sign} but its measured interval [{lo:.6g}, {hi:.6g}] "
-                "is not wholly inside that domain (an estimate, not a rounding allowance)")
     return None
+
+
+def assumption_undecided(s: sympy.Symbol, lo: float, rounding_only: bool) -> str | None:
+    """Why a straddling interval leaves a symbol's declared sign undecided, or None (see
+    :func:`assumption_failure`, which is checked first)."""
+    sign = declared_sign(s)
+    if sign is None or rounding_only or (lo > 0 if sign == "positive" else lo >= 0):
+        return None
+    return (f"symbol {s} is declared {sign}, but its measured interval reaches {lo:.6g} (an "
+            "estimate, not a rounding allowance): the precondition is not confirmed")
 
 
 def evaluate(expr: sympy.Expr, bounds: Mapping[sympy.Symbol, tuple[float, float]]) -> tuple[
