@@ -3,6 +3,7 @@ slack is decided (the lower end used to fall back to T1's inner bound when the s
 misjudged feasibility: [0.069, 5.31] around λ_max = 5.3 on this spectrum)."""
 
 import numpy as np
+import pytest
 import torch
 
 import boundcheck as bc
@@ -17,6 +18,14 @@ def _spectrum():
     return np.concatenate([[5.3, 2.1, 1.4, 0.9], rng.uniform(0.05, 0.6, 20), bulk])
 
 
+def test_lower_end_is_certified_near_the_optimum():
+    lam = _spectrum()
+    b = mb.lambda_max_bound(mb.MomentBox.from_eigenvalues(lam, 1e-12, 4), 4)
+    assert b.upper >= lam.max()
+    assert b.upper - b.lower <= 1e-4 * b.upper  # was [0.069, 5.31]: T1's inner bound below
+
+
+@pytest.mark.slow
 def test_t12_is_decided_on_the_users_spectrum():
     lam = _spectrum()
     res = bc.verify(bc.MatrixSubject(torch.diag(torch.tensor(lam, dtype=torch.float64))),
