@@ -36,6 +36,7 @@ import torch
 from boundcheck.core.theorem import Theorem
 
 from .compression import (
+    G_OVER_ALL_PARAMETERS,
     SOURCE_CHEN,
     has_dense_layer,
     input_only_through_first_layer,
@@ -69,7 +70,8 @@ MLS_CROSS_ENTROPY = Theorem(
              w1_norm: "layer.1.weight_norm", inv_sq: "data.inv_sq_norm_mean",
              trace_g: "ggn.trace"},
     source=SOURCE_CHEN + "; cross-entropy form derived here", family="compression.mls",
-    notes=_NOTE, applies_to=input_only_through_first_layer)
+    notes=_NOTE,
+    assumptions=(G_OVER_ALL_PARAMETERS,), applies_to=input_only_through_first_layer)
 
 NMLS_CROSS_ENTROPY = Theorem(
     id="compression.nmls_cross_entropy",
@@ -79,7 +81,8 @@ NMLS_CROSS_ENTROPY = Theorem(
     symbols={floor: "loss.output_curvature_floor", nmls_c: "compression.nmls_centered",
              factor: "network.nmls_factor", trace_g: "ggn.trace"},
     source=SOURCE_CHEN + "; cross-entropy form derived here", family="compression.nmls",
-    notes=_NOTE + " Sums over the dense layers.", applies_to=has_dense_layer)
+    notes=_NOTE + " Sums over the dense layers.",
+    assumptions=(G_OVER_ALL_PARAMETERS,), applies_to=has_dense_layer)
 
 THEOREMS = (MLS_CROSS_ENTROPY, NMLS_CROSS_ENTROPY)
 

@@ -97,6 +97,22 @@ AT_ZERO_LOSS_MINIMUM = Assumption(
     _zero_loss_minimum, ("ggn.trace", "residual.trace", "sharpness.residual_tolerance"))
 
 
+def _g_over_all_parameters(values: Mapping[str, Estimate], subject: object) -> str | None:
+    frozen = getattr(subject, "frozen", [])
+    if getattr(subject, "trainable_only", False) and frozen:
+        return (f"G (and H) are over the trainable parameters only (trainable_only=True), but "
+                f"the bound needs ∂f/∂W_l of every dense layer in G; frozen: "
+                f"{', '.join(frozen)} (measure with trainable_only=False, the default)")
+    return None
+
+
+G_OVER_ALL_PARAMETERS = Assumption(
+    "G over every parameter",
+    "tr G (tr H) is over all parameters θ (THEOREMS.md), frozen ones included: the bound "
+    "compares with ∂f/∂W_l, which must be inside G",
+    _g_over_all_parameters)
+
+
 def sharpness_step() -> Step:
     """tr G ≤ tr H/(1 − τ) whenever tr R ≥ −τ tr G (implied by the guard)."""
     q, omega = sympy.symbols(r"q \omega", positive=True)

@@ -42,6 +42,7 @@ from boundcheck.core.theorem import Theorem
 
 from .compression import (
     AT_ZERO_LOSS_MINIMUM,
+    G_OVER_ALL_PARAMETERS,
     GGN_OVER_C,
     SHARPNESS_OVER_C,
     SHARPNESS_SYMBOLS,
@@ -81,7 +82,7 @@ MLS = Theorem(
     lhs=mls, rhs=MLS_RHS, symbols={**_SYMBOLS, trace_g: "ggn.trace", c: "loss.mse_scale"},
     source=SOURCE_CHEN, family="compression.mls",
     notes="MSE only (c from the loss). Derived: T3, Cauchy–Schwarz, ‖∇_{W_1} f‖_F ≤ ‖J_i‖_F.",
-    applies_to=input_only_through_first_layer)
+    assumptions=(G_OVER_ALL_PARAMETERS,), applies_to=input_only_through_first_layer)
 
 MLS_SHARPNESS = Theorem(
     id="compression.mls_sharpness",
@@ -89,7 +90,8 @@ MLS_SHARPNESS = Theorem(
           "√(tr H / ((1−τ) c)) at a zero-loss MSE minimum",
     lhs=mls, rhs=MLS_SHARPNESS_RHS,
     symbols={**_SYMBOLS, **{k: v for k, v in SHARPNESS_SYMBOLS.items() if k != trace_g}},
-    source=SOURCE_CHEN, assumptions=(AT_ZERO_LOSS_MINIMUM,), family="compression.mls",
+    source=SOURCE_CHEN, assumptions=(AT_ZERO_LOSS_MINIMUM, G_OVER_ALL_PARAMETERS),
+    family="compression.mls",
     notes="A theorem when |tr R| ≤ τ tr G (measured); NOT_APPLICABLE otherwise.",
     applies_to=input_only_through_first_layer)
 

@@ -33,6 +33,7 @@ from boundcheck.core.theorem import Theorem
 
 from .compression import (
     AT_ZERO_LOSS_MINIMUM,
+    G_OVER_ALL_PARAMETERS,
     GGN_OVER_C,
     SHARPNESS_OVER_C,
     SHARPNESS_SYMBOLS,
@@ -61,7 +62,7 @@ NMLS = Theorem(
     lhs=nmls, rhs=NMLS_RHS, symbols={**_SYMBOLS, trace_g: "ggn.trace", c: "loss.mse_scale"},
     source=SOURCE_CHEN, family="compression.nmls",
     notes="Sums over the dense layers (weight-shared layers left out); MSE only.",
-    applies_to=has_dense_layer)
+    assumptions=(G_OVER_ALL_PARAMETERS,), applies_to=has_dense_layer)
 
 NMLS_SHARPNESS = Theorem(
     id="compression.nmls_sharpness",
@@ -69,7 +70,8 @@ NMLS_SHARPNESS = Theorem(
           "√(tr H / ((1−τ) c)) at a zero-loss MSE minimum",
     lhs=nmls, rhs=NMLS_SHARPNESS_RHS,
     symbols={**_SYMBOLS, **{k: v for k, v in SHARPNESS_SYMBOLS.items() if k != trace_g}},
-    source=SOURCE_CHEN, assumptions=(AT_ZERO_LOSS_MINIMUM,), family="compression.nmls",
+    source=SOURCE_CHEN, assumptions=(AT_ZERO_LOSS_MINIMUM, G_OVER_ALL_PARAMETERS),
+    family="compression.nmls",
     notes="A theorem when |tr R| ≤ τ tr G (measured); NOT_APPLICABLE otherwise.",
     applies_to=has_dense_layer)
 

@@ -45,6 +45,7 @@ from boundcheck.core.theorem import Theorem
 
 from .compression import (
     AT_ZERO_LOSS_MINIMUM,
+    G_OVER_ALL_PARAMETERS,
     GGN_OVER_C,
     SHARPNESS_OVER_C,
     SHARPNESS_SYMBOLS,
@@ -88,7 +89,7 @@ LVR = Theorem(
     symbols={**_SYMBOLS, trace_g: "ggn.trace", c: "loss.mse_scale"},
     source=SOURCE_CHEN, slack="difference", family="compression.lvr",
     notes="MSE only. −∞ on the left (rank-deficient J_x) holds trivially.",
-    applies_to=input_only_through_first_layer)
+    assumptions=(G_OVER_ALL_PARAMETERS,), applies_to=input_only_through_first_layer)
 
 LVR_SHARPNESS = Theorem(
     id="compression.lvr_sharpness",
@@ -96,7 +97,8 @@ LVR_SHARPNESS = Theorem(
           "((1−τ) c r GM‖x‖²)) at a zero-loss MSE minimum",
     lhs=log_lvr, rhs=LVR_SHARPNESS_RHS,
     symbols={**_SYMBOLS, **{k: v for k, v in SHARPNESS_SYMBOLS.items() if k != trace_g}},
-    source=SOURCE_CHEN, assumptions=(AT_ZERO_LOSS_MINIMUM,), slack="difference",
+    source=SOURCE_CHEN, assumptions=(AT_ZERO_LOSS_MINIMUM, G_OVER_ALL_PARAMETERS),
+    slack="difference",
     family="compression.lvr",
     notes="A theorem when |tr R| ≤ τ tr G (measured); NOT_APPLICABLE otherwise.",
     applies_to=input_only_through_first_layer)

@@ -224,10 +224,22 @@ def test_not_applicable_with_reason(make, words):
         assert words in r.reason, r.reason
 
 
-def test_frozen_parameters_are_refused():
+def test_frozen_parameters_are_in_h_unless_trainable_only():
+    """H is over all parameters by default (issue 12), so T2's closed form applies to a model
+    with a frozen bias; over the trainable ones only it does not (it is for all of W, b, V,
+    c)."""
     net = mlp([3, 4, 3], "tanh")
     net[0].bias.requires_grad_(False)
-    assert "frozen" in cf.architecture_reason(_subject(net))
+    s = _subject(net)
+    assert cf.architecture_reason(s) is None
+    _, trace, fro2 = dense_reference(s)
+    r = cf.subject_traces(s)
+    assert math.isclose(r.trace, trace, rel_tol=1e-10)
+    assert math.isclose(r.fro2, fro2, rel_tol=1e-10)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    only = bc.Subject(net, (x, torch.randint(0, 3, (6,), generator=g)), trainable_only=True)
+    assert "frozen" in cf.architecture_reason(only)
 
 
 def test_flatten_first_and_dropout_are_transparent():

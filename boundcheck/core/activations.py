@@ -83,6 +83,44 @@ _PHI_SQRT2 = math.exp(-1.0) * _INV_SQRT_2PI
 GELU_SUP_D1 = 0.5 * math.erfc(-1.0) + _SQRT2 * _PHI_SQRT2  # at z = √2: Φ(√2) + √2 φ(√2)
 
 
+# --- autograd-accurate forwards for the measured copy -------------------------------------------
+def stable_tanh(z: torch.Tensor) -> torch.Tensor:
+    """tanh written so that autograd's derivatives are accurate where tanh saturates.
+
+    Autograd differentiates ``torch.tanh`` as ``1 − tanh²``, which cancels: its relative error
+    is about ``u·e^{2|z|}``, 100% by |z| ≈ 18, and it is exactly 0 beyond |z| ≈ 19 although
+    tanh′ = 1/cosh² > 0 (issue 12: an "exact" zero Jacobian and a false HOLDS). For |z| ≥ ½
+    this computes ``sign(z)·(1 − e)/(1 + e)``, ``e = e^{−2|z|} ≤ e^{−1}`` (so ``1 − e`` does not
+    cancel), whose autograd derivative is a sum of positive terms equal to ``4e/(1 + e)²`` (not
+    0 until e underflows, |z| > 372; ``expm1`` would not do: its backward is ``expm1 + 1``,
+    which cancels); below ½ ``torch.tanh`` is already accurate.
+    """
+    small = z.abs() < 0.5
+    e = torch.exp(-2.0 * z.abs().clamp_min(0.5))
+    large = torch.sign(z) * (1.0 - e) / (1.0 + e)
+    return torch.where(small, torch.tanh(torch.where(small, z, torch.zeros_like(z))), large)
+
+
+def stable_sigmoid(z: torch.Tensor) -> torch.Tensor:
+    """σ with accurate autograd derivatives: ``1/(1 + e^{−z})`` for z ≥ 0, ``e^z/(1 + e^z)``
+    below (autograd's ``σ(1 − σ)`` cancels for z ≳ 37 and gives an exact 0)."""
+    pos = z >= 0
+    zp, zn = z.clamp_min(0.0), z.clamp_max(0.0)
+    en = torch.exp(zn)
+    return torch.where(pos, 1.0 / (1.0 + torch.exp(-zp)), en / (1.0 + en))
+
+
+def use_stable_forwards(net: nn.Module) -> None:
+    """Give every ``nn.Tanh`` / ``nn.Sigmoid`` of ``net`` (a measured copy, never the user's
+    model) the forwards above. The modules keep their type (structure checks and closed
+    forms still recognise them); only the instance's ``forward`` changes."""
+    for m in net.modules():
+        if type(m) is nn.Tanh:
+            m.forward = stable_tanh
+        elif type(m) is nn.Sigmoid:
+            m.forward = stable_sigmoid
+
+
 def activation_of(module: nn.Module) -> Activation | str:
     """The :class:`Activation` for a module, or the reason it is not supported."""
     if isinstance(module, nn.Tanh):

@@ -2,9 +2,13 @@
 
 Every operation encloses its exact result, so the enclosure of an expression is sound even
 where the expression is not monotone in its arguments (no endpoint plugging). Symbols carry
-their sympy assumptions into the evaluation: a ``nonnegative`` symbol's interval is clipped
-at 0 before use, which is how a quantity that is ≥ 0 mathematically (s², a squared norm)
-survives a rounding-widened interval that dips below 0.
+their sympy assumptions into the evaluation: a ``nonnegative`` (``positive``) symbol's interval
+that straddles 0 is intersected with [0, ∞), which is how a quantity that is ≥ 0 mathematically
+(s², a squared norm) survives a rounding-widened interval that dips below 0. An interval lying
+wholly below 0 is never clipped: it raises :class:`AssumptionError` (the
+assumption is false of the measurement). Whether a straddling interval may be intersected at
+all is the caller's decision: a theorem's symbols go through :func:`assumption_failure` first
+(see :mod:`boundcheck.core.verdict`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,51 @@ PRECISION_BITS = 113
 
 class IntervalDomainError(ValueError):
     """An interval left the domain of a function (e.g. sqrt of an interval below 0)."""
+
+
+class AssumptionError(ValueError):
+    """A symbol's interval lies wholly outside the domain its sympy assumptions declare."""
+
+
+def declared_sign(s: sympy.Symbol) -> str | None:
+    """"positive", "nonnegative" or None: the sign a symbol's assumptions declare."""
+    if s.is_positive:
+        return "positive"
+    if s.is_nonnegative:
+        return "nonnegative"
+    return None
+
+
+def assumption_failure(s: sympy.Symbol, value: float, lo: float, hi: float,
+                       rounding_only: bool) -> str | None:
+    """Why the measured ``value ∈ [lo, hi]`` may not stand for ``s``, or None.
+
+    The rule (issue 12): a symbol's declared sign is a precondition on the quantity bound to
+    it, never a licence to clip. It fails when the measured value itself breaks it (``value <
+    0`` for nonnegative, ``value ≤ 0`` for positive) or when the whole interval lies outside
+    the domain. An interval that straddles the boundary while the value satisfies it may be
+    intersected with the domain only when ``rounding_only`` (the interval is a floating-point
+    rounding allowance around an exactly computed value, an ``exact`` estimate): then only
+    rounding puts part of it outside. A statistical or certified interval that straddles the
+    boundary leaves the precondition undecided (:func:`assumption_undecided`).
+    """
+    sign = declared_sign(s)
+    if sign is None:
+        return None
+    outside = (lambda v: v <= 0) if sign == "positive" else (lambda v: v < 0)
+    if outside(value) or outside(hi):
+        return f"symbol {s} is declared {sign} but measured {value:.6g} in [{lo:.6g}, {hi:.6g}]"
+    return None
+
+
+def assumption_undecided(s: sympy.Symbol, lo: float, rounding_only: bool) -> str | None:
+    """Why a straddling interval leaves a symbol's declared sign undecided, or None (see
+    :func:`assumption_failure`, which is checked first)."""
+    sign = declared_sign(s)
+    if sign is None or rounding_only or (lo > 0 if sign == "positive" else lo >= 0):
+        return None
+    return (f"symbol {s} is declared {sign}, but its measured interval reaches {lo:.6g} (an "
+            "estimate, not a rounding allowance): the precondition is not confirmed")
 
 
 def evaluate(expr: sympy.Expr, bounds: Mapping[sympy.Symbol, tuple[float, float]]) -> tuple[
@@ -62,9 +111,12 @@ def _items(bounds):
 
 
 def _symbol_interval(s: sympy.Symbol, lo: float, hi: float):
-    if s.is_nonnegative or s.is_positive:
+    sign = declared_sign(s)
+    if sign is not None:
+        if hi < 0:
+            raise AssumptionError(f"symbol {s} is declared {sign} but its interval is "
+                                  f"[{lo:.6g}, {hi:.6g}]")
         lo = max(lo, 0.0)
-        hi = max(hi, 0.0)
     return iv.mpf([lo, hi])
 
 

@@ -9,7 +9,15 @@ Convention (THEOREMS.md): ``L(θ) = (1/n) Σ_i ℓ(f(x_i), y_i)``.
   subtracts two numbers near 1: ``1 − p_r`` is computed as ``S/(1+S)`` with ``S`` summed
   directly, so gradients and output Hessians stay accurate once the softmax saturates
   (``1 − p_y < 1e-6``), where autograd through ``F.cross_entropy`` loses tens of percent.
-* Any other callable ``loss(z_batch, y_batch) -> mean loss`` is used as given ("generic").
+* Any other callable ``loss(z_batch, y_batch) -> mean loss`` is used as given ("generic"),
+  per sample; the subject checks on its first batch that the callable's batch value is the
+  mean of those per-sample values (:func:`check_mean_of_per_sample`), so a loss that is not
+  an average over samples is refused rather than measured as something else (issue 12).
+* ``nn`` loss modules are measured exactly as they compute, or refused with the reason:
+  ``reduction`` must be ``"mean"`` (L is a mean; a sum would be n·L, silently averaged
+  before), and class ``weight`` (a mean normalised by ``Σ_i w_{y_i}``, not by n) and
+  ``ignore_index ≥ 0`` (a mean over the kept samples) are refused.
+  ``CrossEntropyLoss(label_smoothing=ε)`` is a per-sample mean and is measured as given.
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ class Loss:
     mse_scale: float | None = None
     description: str = ""
     closed_form_hessian: Callable[[torch.Tensor], torch.Tensor] | None = None  # of z only
+    batch_fn: Callable | None = None  # the user's batch-mean callable, when there is one
 
     def mean(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.per_sample(z, y).mean()
@@ -90,8 +99,9 @@ def make_loss(spec: str | nn.Module | Callable | Loss) -> Loss | _DeferredMSE:
     """Turn what the user passed into a :class:`Loss`.
 
     Accepted: ``"cross_entropy"``; ``"mse"`` (c = 1, the ½-sum convention) or ``"mse:C"``;
-    ``nn.CrossEntropyLoss()`` (mean reduction, no weights or smoothing); ``nn.MSELoss()``
-    (mean → c read from its output Hessian); or any callable ``loss(z_batch, y_batch)``
+    ``nn.CrossEntropyLoss()`` (mean reduction; label smoothing measured per sample; class
+    weights, ``ignore_index ≥ 0`` and sums refused); ``nn.MSELoss()`` (mean → c read from its
+    output Hessian); or any callable ``loss(z_batch, y_batch)``
     returning the mean loss over the batch.
     """
     if isinstance(spec, Loss):
@@ -107,20 +117,58 @@ def make_loss(spec: str | nn.Module | Callable | Loss) -> Loss | _DeferredMSE:
             return _mse(scale)
         raise ValueError(f"unknown loss {spec!r}: use 'cross_entropy', 'mse', 'mse:C', an "
                          "nn.Module loss or a callable")
+    if isinstance(spec, nn.modules.loss._Loss):
+        why = _unmeasurable_module(spec)
+        if why:
+            raise ValueError(why)
     if isinstance(spec, nn.CrossEntropyLoss):
-        plain = (spec.weight is None and spec.label_smoothing == 0.0
-                 and spec.reduction == "mean" and spec.ignore_index < 0)
-        if plain:
+        if spec.label_smoothing == 0.0:
             return cross_entropy()
-        return _generic(spec, "nn.CrossEntropyLoss with weights/smoothing (used as given)")
+        return _generic(spec, f"nn.CrossEntropyLoss(label_smoothing={spec.label_smoothing:g}) "
+                              "(per sample, as given)")
     if isinstance(spec, nn.MSELoss):
-        if spec.reduction == "mean":
-            return _mse_from_callable(spec, "nn.MSELoss(reduction='mean')")
-        raise ValueError("nn.MSELoss must use reduction='mean' (the loss is an average over "
-                         "samples); pass 'mse' for the ½-sum convention")
+        return _mse_from_callable(spec, "nn.MSELoss(reduction='mean')")
     if callable(spec):
         return _generic(spec, getattr(spec, "__name__", type(spec).__name__))
     raise TypeError(f"cannot use {type(spec).__name__} as a loss")
+
+
+def _unmeasurable_module(spec: nn.Module) -> str | None:
+    """Why an ``nn`` loss module is not ``(1/n) Σ_i ℓ(z_i, y_i)`` as boundcheck measures, or
+    None."""
+    name = type(spec).__name__
+    reduction = getattr(spec, "reduction", "mean")
+    if reduction != "mean":
+        return (f"nn.{name}(reduction={reduction!r}) is refused: boundcheck measures the mean "
+                "loss L = (1/n) Σ ℓ (THEOREMS.md), and a sum is n·L (pass reduction='mean'; "
+                "the Hessian of the sum is n times the measured one)")
+    if getattr(spec, "weight", None) is not None and isinstance(spec, (nn.CrossEntropyLoss,
+                                                                       nn.NLLLoss)):
+        return (f"nn.{name}(weight=...) is refused: its mean is normalised by Σ_i w_(y_i), not "
+                "by n, so it is not the mean of per-sample losses boundcheck measures (pass a "
+                "callable that returns the mean of w_(y_i)·ℓ_i/w̄ over the batch, w̄ fixed)")
+    if isinstance(spec, (nn.CrossEntropyLoss, nn.NLLLoss)) and spec.ignore_index >= 0:
+        return (f"nn.{name}(ignore_index={spec.ignore_index}) is refused: its mean runs over the "
+                "kept samples only; drop the ignored samples from the data instead")
+    return None
+
+
+def check_mean_of_per_sample(loss: Loss, net: nn.Module, x: torch.Tensor,
+                             y: torch.Tensor) -> None:
+    """Refuse (ValueError) a user loss whose batch value on ``(x, y)`` is not the mean of its
+    per-sample values: boundcheck would measure another function than the one given."""
+    if loss.batch_fn is None or x.shape[0] < 2:
+        return
+    with torch.no_grad():
+        z = net(x)
+        given = float(loss.batch_fn(z, y))
+        ours = float(loss.per_sample(z, y).mean())
+    tol = 1e-9 * max(abs(given), abs(ours), 1e-300) + 1e-300
+    if not abs(given - ours) <= tol:
+        raise ValueError(f"the loss {loss.description} returns {given:.10g} on a batch but the "
+                         f"mean of its per-sample values is {ours:.10g}: it is not a mean over "
+                         "samples (class weights? reduction='sum'? a batch statistic?), and "
+                         "boundcheck measures L = (1/n) Σ ℓ(f(x_i), y_i)")
 
 
 def cross_entropy() -> Loss:
@@ -142,7 +190,7 @@ def _generic(fn: Callable, description: str) -> Loss:
     def per_sample(z, y):
         return torch.vmap(lambda zi, yi: fn(zi.unsqueeze(0), yi.unsqueeze(0)))(z, y)
 
-    return Loss("generic", per_sample, None, description)
+    return Loss("generic", per_sample, None, description, batch_fn=fn)
 
 
 def _mse_from_callable(fn: Callable, description: str) -> Loss:
@@ -174,5 +222,6 @@ def resolve_for_output(loss: Loss | _DeferredMSE, k: int) -> Loss:
         c = loss.scale_for(k)
         if not c > 0:
             raise ValueError(f"{loss.description}: output Hessian scale {c} is not > 0")
-        return Loss("mse", loss.generic.per_sample, c, f"{loss.description}, c = {c:g}")
+        return Loss("mse", loss.generic.per_sample, c, f"{loss.description}, c = {c:g}",
+                    batch_fn=loss.generic.batch_fn)
     return loss

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from boundcheck.core.losses import Loss, make_loss, resolve_for_output
+from boundcheck.core.activations import use_stable_forwards
+from boundcheck.core.losses import (
+    Loss,
+    check_mean_of_per_sample,
+    make_loss,
+    resolve_for_output,
+)
 from boundcheck.core.trajectory import Trajectory
 
 MAX_BATCH = 4096
@@ -54,6 +60,11 @@ class Subject:
     in which case a copy is measured in eval mode and the switch is recorded in ``notes``.
     trajectory: how training reached these parameters (optimizer, step size, per-step loss
     and gradient norm), for theorems about training dynamics (T10); ``None`` when unknown.
+    trainable_only: H and G are over every parameter θ of the model by default (THEOREMS.md;
+    ``requires_grad=False`` on the user's model does not matter, the float64 copy
+    differentiates everything). ``True`` restricts them to the parameters with
+    ``requires_grad`` (fine-tuning's curvature); theorems that need a frozen layer's
+    parameters in G are then NOT_APPLICABLE (their precondition says so).
     """
 
     model: nn.Module
@@ -65,6 +76,7 @@ class Subject:
     eval_mode: bool = False
     notes: list[str] = field(default_factory=list)
     trajectory: Trajectory | None = None
+    trainable_only: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
@@ -86,11 +98,21 @@ class Subject:
         self.output_dim = int(out.shape[1])
         self.loss_fn: Loss = resolve_for_output(make_loss(self.loss), self.output_dim)
         self._check_targets()
+        check_mean_of_per_sample(self.loss_fn, self.net, self.batches[0].x[:64],
+                                 self.batches[0].y[:64])
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.param_names = [k for k, p in self.net.named_parameters() if p.requires_grad]
         self.num_params = sum(p.numel() for p in self.params)
         if self.num_params == 0:
-            raise InvalidSubjectError("the model has no trainable parameters")
+            raise InvalidSubjectError("the model has no trainable parameters"
+                                      if self.trainable_only else "the model has no parameters")
+        self.frozen = [k for k, p in self.model.named_parameters() if not p.requires_grad]
+        if self.frozen:
+            self.notes.append(
+                ("H and G over the trainable parameters only (trainable_only=True; frozen: "
+                 if self.trainable_only else
+                 "H and G over all parameters, frozen ones included (frozen: ")
+                + ", ".join(self.frozen) + ")")
         if self.name is None:
             self.name = type(self.model).__name__
 
@@ -110,6 +132,9 @@ class Subject:
             self.notes.append(f"measured an eval-mode copy (train-mode layers: "
                               f"{', '.join(sorted(set(stochastic)))})")
         net.eval()
+        use_stable_forwards(net)
+        if not self.trainable_only:
+            net.requires_grad_(True)
         return net
 
     def _check_mode_dependence(self) -> None:
@@ -244,7 +269,13 @@ class MatrixSubject:
     """A symmetric matrix whose spectrum the ``hessian.*`` quantities describe."""
 
     def __init__(self, matrix: Any, name: str = "matrix"):
-        a = _as_tensor(matrix, "matrix").to(torch.float64)
+        a = _as_tensor(matrix, "matrix")
+        if a.is_complex():
+            raise InvalidSubjectError("the matrix is complex: MatrixSubject takes a real "
+                                      "symmetric matrix (a complex Hermitian A has the spectrum "
+                                      "of the real symmetric [[Re A, −Im A], [Im A, Re A]], "
+                                      "each eigenvalue twice)")
+        a = a.to(torch.float64)
         if a.dim() != 2 or a.shape[0] != a.shape[1]:
             raise InvalidSubjectError(f"the matrix must be square, got shape {tuple(a.shape)}")
         if a.shape[0] == 0:

@@ -109,8 +109,35 @@ def side_estimate(expr: sympy.Expr, theorem: Theorem, values: dict[str, Estimate
     return Estimate(point, lo, hi, kind, f"interval evaluation of the {label}", confidence)
 
 
+def symbol_precondition(theorem: Theorem, values: dict[str, Estimate]
+                        ) -> tuple[Verdict, str] | None:
+    """NOT_APPLICABLE when a symbol's declared sign (sympy ``positive`` / ``nonnegative``) is
+    contradicted by the quantity measured for it, INCONCLUSIVE when an estimated interval
+    leaves it undecided, else None (rule: :func:`boundcheck.core.intervals.
+    assumption_failure`; an ``exact`` estimate's straddle is rounding, anything else is not)."""
+    items = sorted(theorem.symbols.items(), key=lambda kv: str(kv[0]))
+    for s, name in items:
+        e = values[name]
+        why = intervals.assumption_failure(s, e.value, e.lower, e.upper, e.kind == "exact")
+        if why:
+            return Verdict.NOT_APPLICABLE, f"precondition: {why} (quantity {name})"
+    for s, name in items:
+        e = values[name]
+        why = intervals.assumption_undecided(s, e.lower, e.kind == "exact")
+        if why:
+            return Verdict.INCONCLUSIVE, f"{why} (quantity {name})"
+    return None
+
+
 def decide(theorem: Theorem, values: dict[str, Estimate]) -> TheoremResult:
-    """Verdict and slack from measured quantities (assumptions already checked)."""
+    """Verdict and slack from measured quantities (assumptions already checked).
+
+    A symbol whose declared sign the measurement contradicts makes the theorem
+    NOT_APPLICABLE, one an estimate leaves undecided INCONCLUSIVE (:func:`symbol_precondition`);
+    it is never clipped into its domain."""
+    failed = symbol_precondition(theorem, values)
+    if failed:
+        return TheoremResult(theorem.id, failed[0], failed[1], quantities=dict(values))
     try:
         lhs = side_estimate(theorem.lhs, theorem, values, "left side")
         rhs = side_estimate(theorem.rhs, theorem, values, "right side")

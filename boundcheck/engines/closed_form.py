@@ -317,8 +317,12 @@ def closed_form_traces(net: TwoLayerNet, x: torch.Tensor, y: torch.Tensor,
         hi_t, hi_f = _sums(prim.magnitude(err), route)
         contraction = dim + h + k * k + h * k + (h * h if route == "h" else k**3 + k * k * h)
         g = _gamma(64 + 2 * contraction + 2 * n)
-        trace_err = ((hi_t - lo_t) + 3 * g * hi_t) / n
-        fro2_err = ((hi_f - lo_f) + 3 * g * hi_f) / n**2
+        # + underflow: each of the ≤ n·contraction products summed per sample (n²·contraction
+        # per pair sum) may be lost below the smallest subnormal, 2⁻¹⁰⁷⁴ each; without this a
+        # ‖H‖_F² below the smallest double was "exact" [0, 0] (issue 12)
+        tiny = 2.0**-1074 * contraction
+        trace_err = ((hi_t - lo_t) + 3 * g * hi_t) / n + tiny
+        fro2_err = ((hi_f - lo_f) + 3 * g * hi_f) / n**2 + tiny
     return ClosedFormTraces(trace, fro2, trace_err, fro2_err, net.num_params, n, route,
                             time.perf_counter() - start)
 

@@ -194,10 +194,52 @@ def chunk_size(per_sample_elements: int, element_bytes: int, budget_bytes: int) 
     return max(1, budget_bytes // max(1, 4 * per_sample_elements * element_bytes))
 
 
+def dead_relu_samples(net: nn.Module, x: torch.Tensor, after: nn.Module | None = None
+                      ) -> torch.Tensor:
+    """(n,) bool: where J (of f w.r.t. x, or w.r.t. the input of the Linear ``after``) is
+    PROVEN exactly 0: a sequential MLP (:func:`boundcheck.engines.sequential.
+    sequential_structure`) with a ReLU layer, at or after ``after``, whose every
+    pre-activation is < 0 beyond its rounding error. The error of z̃_l is bounded elementwise
+    by ``e_l = |W_l| e_{l−1} + γ_{d+2}(|W_l||h̃_{l−1}| + |b_l|)`` (e_0 = 0: the data are exact;
+    ReLU is 1-Lipschitz; standard dot-product bounds, γ_m = mu/(1 − mu)); the propagation stops
+    at the first activation other than ReLU. Every other exactly zero J̃ gets the underflow
+    floor (issue 12: underflow and saturation give exact zeros too)."""
+    from boundcheck.engines.sequential import sequential_structure
+
+    proven = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    structure = sequential_structure(net)
+    if isinstance(structure, str) or any(not isinstance(m, nn.Flatten)
+                                         for m in structure.prefix):
+        return proven
+    ids = [id(lin) for lin in structure.linears]
+    first = 0 if after is None else (ids.index(id(after)) if id(after) in ids else None)
+    if first is None:
+        return proven
+    u = unit_roundoff(x.dtype)
+    with torch.no_grad():
+        h = x.flatten(1)
+        e = torch.zeros_like(h)
+        for index, (lin, acts) in enumerate(zip(structure.linears, structure.activations,
+                                                strict=True)):
+            w, b = lin.weight, lin.bias
+            m = lin.in_features + 2
+            gamma = m * u / (1 - m * u)
+            z = torch.nn.functional.linear(h, w, b)
+            mag = h.abs() @ w.abs().T + (b.abs() if b is not None else 0.0)
+            e = (e @ w.abs().T + gamma * mag) * (1 + 4 * m * u)
+            if not (len(acts) == 1 and type(acts[0]) is nn.ReLU):
+                break
+            if index >= first:
+                proven |= ((z + e) < 0).all(dim=1)
+            h = torch.relu(z)
+    return proven
+
+
 def jacobian_stats(jacobian: Callable[[int, int, str], torch.Tensor],
                    products: Callable[[int, int, torch.Tensor, str], torch.Tensor], n: int,
                    out_dim: int, in_dim: int, floor_rel: float, dtype: torch.dtype,
-                   budget_bytes: int, seed: int = 0) -> JacobianStats:
+                   budget_bytes: int, seed: int = 0,
+                   proven_zero: torch.Tensor | None = None) -> JacobianStats:
     """Summaries of ``jacobian(start, stop, mode) -> (stop − start, K, d)`` over n samples.
 
     On the first :data:`CHECK_SAMPLES` samples, :data:`CHECK_DIRECTIONS` random products
@@ -220,9 +262,13 @@ def jacobian_stats(jacobian: Callable[[int, int, str], torch.Tensor],
         fros.append(torch.linalg.matrix_norm(j))
     s, fro = torch.cat(svals), torch.cat(fros)
     rho = max(floor_rel, 4.0 * measured)
-    # Underflow can hide a tiny but nonzero J; an exactly zero J (a dead ReLU's mask) is exact.
-    nonzero = ((s[:, 0] > 0) | (fro > 0)).to(fro.dtype)
-    err = rho * fro + underflow_floor(out_dim * in_dim) * nonzero
+    # Underflow can hide a tiny but nonzero J, so an exactly zero J̃ gets the floor unless the
+    # zero is proven (``proven_zero``, :func:`dead_relu_samples`): underflow, and a saturated
+    # tanh before :func:`boundcheck.core.activations.stable_tanh`, give exact zeros too.
+    floor = torch.full_like(fro, underflow_floor(out_dim * in_dim))
+    if proven_zero is not None:
+        floor = torch.where(proven_zero.to(fro.device) & (fro == 0), 0.0, floor)
+    err = rho * fro + floor
     sval_err = err + 8 * u * max(out_dim, in_dim) * s[:, 0]
     return JacobianStats(s, torch.cat(grams), fro, err, sval_err, mode)
 

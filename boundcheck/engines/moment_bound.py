@@ -33,8 +33,10 @@ whole moment box. ``f < 0`` there proves no feasible t in the cell; cells that f
 split. The reported bound is the lowest point above which every cell is certified, so it
 does not rely on feasibility being monotone in t. A lower end for the relaxation's optimum
 is a t at which every constraint matrix is positive definite for *every* y in the box
-(checked from interval enclosures of the matrices). A discretised-spectrum LP would be an
-INNER approximation (it can fall below the true λ_max) and is never used.
+(checked from interval enclosures of the matrices), searched downward from the certified
+upper end and bisected (:func:`certified_feasible_point`), independent of the solver. A
+discretised-spectrum LP would be an INNER approximation (it can fall below the true λ_max)
+and is never used.
 """
 
 from __future__ import annotations
@@ -370,6 +372,43 @@ def robustly_feasible(box: MomentBox, k: int, ell: float, t: float) -> bool:
     return True
 
 
+FEASIBLE_BISECTIONS = 40
+
+
+def certified_feasible_point(box: MomentBox, k: int, ell: float, floor: float, top: float,
+                             resolution: float) -> float:
+    """The largest t found in ``[floor, top)`` that is :func:`robustly_feasible` (a certified
+    lower end for the relaxation's optimum), else ``floor`` (T1's inner bound, sound too).
+
+    Searched from the certified upper end ``top`` downward (steps ``resolution·2^j``), then
+    bisected between the feasible point found and the infeasible one above it, to
+    ``resolution``. Never from the solver's optimum alone: when the solver misjudged t (its
+    Farkas value < 0 at a feasible t), a search from there started below the truth and the
+    lower end fell back to T1's inner bound (issue 12: [0.107, 5.54] around λ_max = 5.30).
+    Any robustly feasible t is a valid lower end, so non-monotone feasibility only costs
+    tightness."""
+    step, above = resolution, top
+    found = None
+    while top - step > floor:
+        t = top - step
+        if robustly_feasible(box, k, ell, t):
+            found = t
+            break
+        above, step = t, 2 * step
+    if found is None:
+        return floor
+    lo, hi = found, above
+    for _ in range(FEASIBLE_BISECTIONS):
+        if hi - lo <= resolution:
+            break
+        mid = 0.5 * (lo + hi)
+        if robustly_feasible(box, k, ell, mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def _certified_sweep(program: _DualProgram, certifier: _Certifier, floor: float, top: float,
                      min_width: float) -> tuple[float, int]:
     """Certify cells downward from ``top`` towards ``floor``; returns (lowest c with
@@ -423,13 +462,7 @@ def lambda_max_bound(box: MomentBox, k: int) -> MomentBound:
     margin = max(1e-9 * max(1.0, abs(solver_t)), 1e-7 * (upper - inner))
     bound_t, cells = _certified_sweep(program, _Certifier(box, k, ell), solver_t + margin,
                                       upper, margin)
-    feasible_t = inner
-    step = margin
-    while step < (upper - inner) and solver_t - step > inner:
-        if robustly_feasible(box, k, ell, solver_t - step):
-            feasible_t = solver_t - step
-            break
-        step *= 10
+    feasible_t = certified_feasible_point(box, k, ell, inner, bound_t, margin)
     with _iv_precision():
         shift, scale = iv.mpf(box.shift), iv.mpf(box.scale)
         lam_upper = _up((shift + scale * bound_t).b)

@@ -43,6 +43,7 @@ spectrum is affordable.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,7 +168,7 @@ def _fro2(ctx: Context) -> Estimate:
     value = d.frobenius**2
     e = d.perturbation
     err = 2 * d.frobenius * e + e * e + d.dim**2 * U * value
-    return _scaled(value, err, d.scale**2, "dense Hessian Frobenius norm")
+    return _scaled(value, err, d.scale, "dense Hessian Frobenius norm", power=2)
 
 
 @quantity("hessian.eigenvalue_mean", "m = tr H / P", "m")
@@ -196,10 +197,8 @@ def _variance(ctx: Context) -> Estimate:
     d = dense_spectrum(ctx)
     s, err = _centred_norm(d)
     lo, hi = max(s - err, 0.0), s + err
-    value = s * s * d.scale**2
-    est = Estimate(value, min(lo * lo * d.scale**2, value), max(hi * hi * d.scale**2, value),
-                   "exact", "‖H − mI‖_F² / P from the dense Hessian")
-    return est
+    return scaled_estimate(s * s, max(hi * hi - s * s, s * s - lo * lo), d.scale, 2,
+                           "‖H − mI‖_F² / P from the dense Hessian").clamp_below(0.0)
 
 
 @quantity("hessian.eigenvalue_std", "s = √(‖H − mI‖_F² / P), the eigenvalues' spread", "s")
@@ -220,11 +219,30 @@ def std_from_variance(v: Estimate) -> Estimate:
     return Estimate(value, lo, hi, v.kind, "√ of " + v.method, v.confidence)
 
 
-def _scaled(value: float, err: float, scale: float, method: str) -> Estimate:
-    """An exact estimate computed in scaled units, mapped back (outward for underflow)."""
-    v = value * scale
-    e = err * scale + ETA
-    return Estimate.exact(v, e, method)
+def _scaled(value: float, err: float, scale: float, method: str, power: int = 1) -> Estimate:
+    """An exact estimate ``value ± err`` computed in units of ``scale**power``, mapped back
+    (outward for underflow). Beyond the float64 range (entries near 1e300 squared) the value
+    is +∞ and the interval [a lower bound, ∞) (issue 12: it was an OverflowError)."""
+    return scaled_estimate(value, err, scale, power, method, ETA)
+
+
+def scaled_estimate(value: float, err: float, scale: float, power: int, method: str,
+                    floor: float = 0.0) -> Estimate:
+    """``(value ± err)·scale**power`` as an exact estimate, honest when it overflows."""
+    try:
+        factor = scale**power
+    except OverflowError:
+        factor = math.inf
+    v, e = value * factor, err * factor + floor
+    if math.isfinite(v) and math.isfinite(e):
+        return Estimate.exact(v, e, method)
+    low = value - err
+    if not low > 0:
+        return Estimate(math.inf if value > 0 else v, -math.inf, math.inf, "exact",
+                        method + " (beyond the float64 range)")
+    log_low = math.log(low) + power * math.log(scale)
+    lower = math.exp(log_low) * (1 - 1e-12) if log_low < 709.0 else sys.float_info.max
+    return Estimate(math.inf, lower, math.inf, "exact", method + " (beyond the float64 range)")
 
 
 @quantity("hessian.lambda_max", "largest eigenvalue of H", r"\lambda_{\max}")

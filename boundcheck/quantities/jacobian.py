@@ -97,7 +97,7 @@ def input_jacobian_stats(ctx: Context) -> jac.JacobianStats:
 
         return jac.jacobian_stats(compute, products, s.n, s.output_dim, x[0].numel(),
                                   floor_rel(ctx), s.dtype, ctx.budget.jacobian_chunk_bytes,
-                                  ctx.seed)
+                                  ctx.seed, jac.dead_relu_samples(s.net, x))
 
     return ctx.artifact("jacobian.input_stats", build)
 
@@ -122,7 +122,7 @@ def layer_jacobian_stats(ctx: Context, index: int) -> jac.JacobianStats:
 
         return jac.jacobian_stats(compute, products, s.n, s.output_dim, lay.input_dim,
                                   floor_rel(ctx), s.dtype, ctx.budget.jacobian_chunk_bytes,
-                                  ctx.seed)
+                                  ctx.seed, jac.dead_relu_samples(s.net, x, lay.module))
 
     return ctx.artifact(f"jacobian.layer.{index}.stats", build)
 

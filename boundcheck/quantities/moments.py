@@ -23,7 +23,7 @@ from boundcheck.engines import moment_bound as mb
 from boundcheck.engines.estimators import stream_seed
 from boundcheck.engines.estimators.trace import hutchinson_trace
 from boundcheck.quantities.ggn import hessian_operator_of, require_calibrated_confidence
-from boundcheck.quantities.hessian import dense_spectrum
+from boundcheck.quantities.hessian import dense_spectrum, scaled_estimate
 from boundcheck.quantities.registry import Context, NotApplicableError, quantity
 
 U = UNIT_ROUNDOFF["float64"]
@@ -79,8 +79,7 @@ def _moment(ctx: Context, j: int) -> Estimate:
     value = float(np.mean(lam**j))
     spread = float(np.mean((mag + e) ** j - mag**j))
     err = spread * (1 + 4 * U) + 2 * (lam.size + j + 4) * U * float(np.mean((mag + e) ** j))
-    return Estimate.exact(value * scale**j, err * scale**j,
-                          f"mean of λ^{j} over the dense spectrum")
+    return scaled_estimate(value, err, scale, j, f"mean of λ^{j} over the dense spectrum")
 
 
 def _register_moment(j: int) -> None:

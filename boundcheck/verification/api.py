@@ -106,7 +106,8 @@ def _decide_once(theorem: Theorem, ctx: Context) -> TheoremResult:
         except NotAffordableError as err:
             return TheoremResult(theorem.id, Verdict.INCONCLUSIVE, f"{name}: {err}",
                                  quantities=values)
-        except (RuntimeError, ValueError, FloatingPointError, NotImplementedError) as err:
+        except (RuntimeError, ValueError, ArithmeticError, NotImplementedError) as err:
+            # ArithmeticError: OverflowError of a quantity beyond the float64 range (issue 12)
             # an unexpected failure is reported, never turned into a verdict on the bound
             return TheoremResult(theorem.id, Verdict.INCONCLUSIVE,
                                  f"measuring {name} failed: {type(err).__name__}: {err}",
