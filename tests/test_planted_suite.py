@@ -148,8 +148,14 @@ def test_every_theorem_is_caught_planted_on_some_fast_subject(fast_rows):
               if r.variant != "true" and r.truth == "FALSE" and r.verdict == "VIOLATED"}
     missing = {t.id for t in bc.theorems()} - caught
     # T2 Tier B has no independent reference value (only λ_max ≤ B), so none of its planted
-    # variants can be proven false here; everything else must be caught somewhere
-    assert missing <= {"hessian.tier_b_lambda_max", "hessian.tier_b_sat_lambda_max"}, missing
+    # variants can be proven false here; families whose subjects this suite does not build
+    # (T9 needs sampled projections, T10 a GD trajectory, T11 held-out data) plant their own
+    # false variants in their test files (test_projections, test_linear_stability,
+    # test_lipschitz); everything else must be caught somewhere
+    own_suites = {t.id for t in bc.theorems()
+                  if t.family in ("projection", "stability", "lipschitz")}
+    assert missing <= {"hessian.tier_b_lambda_max", "hessian.tier_b_sat_lambda_max"} | own_suites, \
+        missing
 
 
 def test_network_quantity_on_a_matrix_is_not_applicable():

@@ -91,7 +91,8 @@ TRACE_METHODS = ("auto", "hutchinson", "hutchpp", "control_variate")
 PAPER_SUBSETS = ("first", "random")
 CHOICES = {"trace_method": TRACE_METHODS, "paper_subset": PAPER_SUBSETS}
 # 0: never dense / never refine / no ε in the papers' harmonic factor
-CAN_BE_ZERO = ("max_dense_params", "max_refinements", "paper_epsilon")
+CAN_BE_ZERO = ("max_dense_params", "max_dense_operator_entries", "max_refinements",
+               "paper_epsilon")
 
 
 @dataclass
