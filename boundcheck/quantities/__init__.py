@@ -15,6 +15,7 @@ from boundcheck.quantities import (  # noqa: F401  (importing registers each fam
     hessian,
     jacobian,
     moments,
+    projections,
     weights,
 )
 from boundcheck.quantities.registry import (
