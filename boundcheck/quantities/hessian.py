@@ -57,11 +57,6 @@ from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate, combine_kind
 from boundcheck.core.subject import Subject
 from boundcheck.engines.curvature import dense_hessian_with_error
 from boundcheck.engines.estimators import stream_seed
-from boundcheck.engines.finite_difference_trace import (
-    finite_difference_trace,
-    has_kinks,
-    subject_evaluator,
-)
 from boundcheck.engines.estimators.lanczos import (
     SpectralDensity,
     TopRitz,
@@ -77,6 +72,11 @@ from boundcheck.engines.estimators.trace import (
     hutchpp_trace,
     rademacher,
     squared_frobenius,
+)
+from boundcheck.engines.finite_difference_trace import (
+    finite_difference_trace,
+    has_kinks,
+    subject_evaluator,
 )
 from boundcheck.engines.sequential import subject_structure
 from boundcheck.engines.sequential_hessian import exact_trace

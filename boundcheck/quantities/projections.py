@@ -27,19 +27,23 @@ import numpy as np
 import torch
 
 from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate
+from boundcheck.core.subject import Subject
 from boundcheck.engines.curvature import SymmetricMatrixOperator
 from boundcheck.engines.estimators import stream_seed
+from boundcheck.engines.finite_difference_trace import subject_evaluator
 from boundcheck.engines.projections import (
     ProjectedHessians,
     clopper_pearson,
     mean_interval,
     projected_hessians,
     saddle_probability_from_spectrum,
+    surface_1d,
+    surface_2d,
     variance_interval,
 )
 from boundcheck.quantities.ggn import hessian_operator_of, require_calibrated_confidence
 from boundcheck.quantities.hessian import dense_affordable, dense_spectrum
-from boundcheck.quantities.registry import Context, quantity
+from boundcheck.quantities.registry import Context, NotApplicableError, quantity
 
 U = UNIT_ROUNDOFF["float64"]
 
@@ -173,3 +177,46 @@ def extreme_directions(ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
     d = dense_spectrum(ctx)
     _, vecs = ctx.artifact("projection.eigh", lambda: torch.linalg.eigh(d.matrix))
     return vecs[:, -1], vecs[:, 0]
+
+
+# --- loss surfaces for figures (artifacts, not quantities) ----------------------------------
+def loss_surfaces(ctx: Context, points_1d: int = 41, points_2d: int = 21,
+                  relative_radius: float = 0.2) -> dict:
+    """The loss along random and extreme-curvature directions, for the report's figures.
+
+    1-D: ``L(θ + t·d)`` for d a unit Gaussian direction, and (when the dense Hessian is
+    affordable) the unit λ_max and λ_min eigenvectors; 2-D: the plane of two Gaussian
+    directions and the plane of the two eigenvectors. ``t`` spans ``±relative_radius ·
+    max(1, ‖θ‖)``. The quadratic model ``L(θ) + t gᵀd + ½ t² dᵀHd`` along the eigenvectors is
+    stored beside them (``curvature`` = the eigenvalue).
+    """
+    subject = ctx.subject
+    if not isinstance(subject, Subject):
+        raise NotApplicableError("loss surfaces need a loss to evaluate")
+    evaluate, theta = subject_evaluator(subject)
+    n = subject.n
+
+    def loss_at(at: torch.Tensor) -> float:
+        return float(evaluate(at)[0].sum() / n)
+
+    radius = relative_radius * max(1.0, float(theta.norm()))
+    gen = torch.Generator().manual_seed(stream_seed(ctx.seed, "projection.surfaces"))
+    rand = torch.randn(2, theta.numel(), generator=gen, dtype=torch.float64).to(theta)
+    out: dict = {"radius": radius, "loss": loss_at(theta), "lines": [], "planes": []}
+    ts, ys = surface_1d(loss_at, theta, rand[0], radius, points_1d)
+    out["lines"].append({"direction": "random", "t": ts, "loss": ys})
+    grid_t, grid = surface_2d(loss_at, theta, rand[0], rand[1], radius, points_2d)
+    out["planes"].append({"directions": ["random δ", "random η"], "t": grid_t, "loss": grid})
+    if dense_affordable(ctx):
+        d = dense_spectrum(ctx)
+        u_max, u_min = (v.to(theta) for v in extreme_directions(ctx))
+        lam = d.eigenvalues.cpu().numpy() * d.scale
+        for name, u, curv in (("λ_max eigenvector", u_max, lam[-1]),
+                              ("λ_min eigenvector", u_min, lam[0])):
+            ts, ys = surface_1d(loss_at, theta, u, radius, points_1d)
+            out["lines"].append({"direction": name, "t": ts, "loss": ys,
+                                 "curvature": float(curv)})
+        grid_t, grid = surface_2d(loss_at, theta, u_max, u_min, radius, points_2d)
+        out["planes"].append({"directions": ["λ_max eigenvector", "λ_min eigenvector"],
+                              "t": grid_t, "loss": grid})
+    return out
