@@ -280,7 +280,7 @@ def _surface_figure(run: Run, out: Path, formats: Sequence[str]) -> Figure:
 
     surfaces = run.loss_surfaces
     planes = surfaces["planes"]
-    fig = MplFigure(figsize=(6.3, 2.4), layout="constrained")
+    fig = MplFigure(figsize=(6.3, 2.9), layout="constrained")
     axes = fig.subplots(1, 1 + len(planes), squeeze=False).ravel()
     line_ax = axes[0]
     for i, line in enumerate(surfaces["lines"]):
@@ -290,7 +290,8 @@ def _surface_figure(run: Run, out: Path, formats: Sequence[str]) -> Figure:
         line_ax.plot(line["t"], line["loss"], color=f"C{i}", lw=1.2, label=mpl_label(label))
     line_ax.set_xlabel("step t along the unit direction")
     line_ax.set_ylabel("loss")
-    line_ax.legend(loc="upper center", frameon=False, fontsize=6.5)
+    line_ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False,
+                   fontsize=6.5)
     for ax, plane in zip(axes[1:], planes, strict=True):
         t = plane["t"]
         contour = ax.contourf(t, t, plane["loss"], levels=14, cmap="viridis")
