@@ -27,8 +27,8 @@ from boundcheck.engines.projections import (
     variance_ratio_quantiles,
 )
 from boundcheck.outputs.report import load_runs
-from boundcheck.outputs.report.model import make_runs
 from boundcheck.outputs.report.figures import make_figures
+from boundcheck.outputs.report.model import make_runs
 from boundcheck.quantities import Budget, Context
 from boundcheck.quantities.projections import loss_surfaces
 from derivations import random_projections as rp
