@@ -248,3 +248,21 @@ def test_surface_figure_from_stored_extras(small_net, tmp_path):
     surf = [f for f in figs if f.name.startswith("surfaces-")]
     assert len(surf) == 1 and surf[0].files["png"].exists()
     assert "predicted from the spectrum" in surf[0].caption
+
+
+@pytest.mark.slow  # ~20 s: a CLI run with training, report and figures
+def test_run_selecting_t9_stores_surfaces_and_draws_them(tmp_path):
+    from boundcheck.cli import main
+    from boundcheck.verification.results import Results
+
+    cfg = tmp_path / "t9.toml"
+    cfg.write_text('name = "t9"\ntheorems = ["projection.extreme_plane_shows_saddle"]\n'
+                   '[subject]\ndataset = "digits"\nn_samples = 100\nhidden = [4]\n'
+                   '[recipe]\nsteps = 20\nlr = 0.5\n')
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "-o", str(out), "--no-pdf", "-q"]) == 0
+    surfaces = Results.load(out / "results.json").extras["loss_surfaces"]
+    assert [line["direction"] for line in surfaces["lines"]] == [
+        "random", "λ_max eigenvector", "λ_min eigenvector"]
+    assert list((out / "report-figures").glob("surfaces-*.png"))
+    assert "surfaces-" in (out / "report.md").read_text()
