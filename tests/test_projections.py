@@ -8,6 +8,8 @@ Binomial(N, 1 − confidence): a correct interval fails it with probability ≤ 
 are fixed, so every test is deterministic.
 """
 
+import math
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -19,9 +21,14 @@ import boundcheck as bc
 from boundcheck.core.theorem import Theorem
 from boundcheck.engines.curvature import SymmetricMatrixOperator, dense_hessian
 from boundcheck.engines.projections import (
+    VARIANCE_ALPHAS,
+    VARIANCE_RATIO_QUANTILES,
+    VARIANCE_REPS,
+    UncalibratedConfidenceError,
     clopper_pearson,
     mean_interval,
     projected_hessians,
+    rank_one_variance_ratios,
     saddle_probability_from_spectrum,
     variance_interval,
     variance_ratio_quantiles,
@@ -132,10 +139,28 @@ def test_variance_quantiles_are_sane_and_refuse_unreachable_confidence():
     assert 0.2 < lo < 1 < hi < 4
     lo_c, hi_c = variance_ratio_quantiles(100, 0.01, "cross")
     assert lo < lo_c < 1 < hi_c < hi  # the cross term is lighter tailed
-    with pytest.raises(ValueError, match="too high"):
+    # rounding M and α down widens the interval
+    assert variance_ratio_quantiles(120, 0.012, "direct") == (lo, hi)
+    assert variance_ratio_quantiles(130, 0.01, "direct")[0] >= lo
+    with pytest.raises(UncalibratedConfidenceError, match="too high"):
         variance_ratio_quantiles(100, 1e-6, "direct")
     with pytest.raises(ValueError):
         variance_ratio_quantiles(100, 0.01, "diagonal")
+    with pytest.raises(ValueError):
+        variance_ratio_quantiles(5, 0.01, "direct")
+
+
+@pytest.mark.parametrize("kind", ["direct", "cross"])
+def test_variance_table_regenerates(kind):
+    """The stored row for M = 10 is what the documented simulation gives."""
+    ratios = rank_one_variance_ratios(10, kind)
+    row = VARIANCE_RATIO_QUANTILES[kind][0]
+    assert row[0] == 10
+    for a, (lo, hi) in zip(VARIANCE_ALPHAS, row[1], strict=True):
+        k = 0.5 * a * VARIANCE_REPS
+        kc = math.floor(k - 2.33 * math.sqrt(k))
+        assert (lo, hi) == (round(float(ratios[kc - 1]), 4),
+                            round(float(ratios[VARIANCE_REPS - kc]), 4))
 
 
 # --- theorems ---------------------------------------------------------------------------------

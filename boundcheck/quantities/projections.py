@@ -33,6 +33,7 @@ from boundcheck.engines.estimators import stream_seed
 from boundcheck.engines.finite_difference_trace import subject_evaluator
 from boundcheck.engines.projections import (
     ProjectedHessians,
+    UncalibratedConfidenceError,
     clopper_pearson,
     mean_interval,
     projected_hessians,
@@ -43,7 +44,12 @@ from boundcheck.engines.projections import (
 )
 from boundcheck.quantities.ggn import hessian_operator_of, require_calibrated_confidence
 from boundcheck.quantities.hessian import dense_affordable, dense_spectrum
-from boundcheck.quantities.registry import Context, NotApplicableError, quantity
+from boundcheck.quantities.registry import (
+    Context,
+    NotAffordableError,
+    NotApplicableError,
+    quantity,
+)
 
 U = UNIT_ROUNDOFF["float64"]
 
@@ -70,6 +76,13 @@ def _statistical(value: float, lower: float, upper: float, method: str, ctx: Con
                     ctx.confidence, details)
 
 
+def _calibrated(interval, *args):
+    try:
+        return interval(*args)
+    except UncalibratedConfidenceError as err:
+        raise NotAffordableError(str(err)) from err
+
+
 @quantity("projection.curvature_mean", "E[δᵀHδ] over Gaussian directions δ (sampled)",
           r"\mathbb{E}[\delta^\top H \delta]")
 def _curvature_mean(ctx: Context) -> Estimate:
@@ -83,7 +96,7 @@ def _curvature_mean(ctx: Context) -> Estimate:
           r"\operatorname{Var}(\delta^\top H \delta)")
 def _curvature_variance(ctx: Context) -> Estimate:
     x, r = planes(ctx).curvature_samples
-    i = variance_interval(x, r, ctx.confidence, "direct")
+    i = _calibrated(variance_interval, x, r, ctx.confidence, "direct")
     return _statistical(i.value, i.lower, i.upper, i.method, ctx, samples=i.samples,
                         ratio_quantiles=list(i.critical))
 
@@ -101,7 +114,7 @@ def _cross_mean(ctx: Context) -> Estimate:
           r"\operatorname{Var}(\delta^\top H \eta)")
 def _cross_variance(ctx: Context) -> Estimate:
     p = planes(ctx)
-    i = variance_interval(p.cross, p.rounding_cross, ctx.confidence, "cross")
+    i = _calibrated(variance_interval, p.cross, p.rounding_cross, ctx.confidence, "cross")
     return _statistical(i.value, i.lower, i.upper, i.method, ctx, samples=i.samples,
                         ratio_quantiles=list(i.critical))
 
