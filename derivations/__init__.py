@@ -15,4 +15,5 @@ FAMILIES = ("derivations.wolkowicz_styan",
             "derivations.input_gradient", "derivations.local_sensitivity",
             "derivations.network_sensitivity", "derivations.volume",
             "derivations.network_volume", "derivations.relative_flatness",
-            "derivations.centered_sensitivity", "derivations.linear_stability")
+            "derivations.centered_sensitivity", "derivations.linear_stability",
+            "derivations.random_projections")

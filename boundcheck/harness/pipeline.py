@@ -15,7 +15,9 @@ from boundcheck.harness import zoo
 from boundcheck.harness.config import RunConfig
 from boundcheck.harness.training import train
 from boundcheck.quantities import Context
+from boundcheck.quantities.projections import loss_surfaces
 from boundcheck.verification.api import verify
+from boundcheck.verification.registry import select
 from boundcheck.verification.results import Results
 
 
@@ -95,6 +97,8 @@ def train_and_verify(cfg: RunConfig, *, progress: bool = True,
         if spectrum is not None:  # measured anyway: keep it for the report's figure
             results.extras["hessian_spectrum"] = (spectrum.eigenvalues
                                                   * spectrum.scale).tolist()
+        if any(t.family == "projection" for t in select(cfg.theorems)):
+            results.extras["loss_surfaces"] = loss_surfaces(ctx)
         results.training = {**summary, "step": step, "loss": losses[step],
                             "final": step == info["steps"]}
         results.provenance.update(

@@ -16,6 +16,7 @@ from boundcheck.quantities import (  # noqa: F401  (importing registers each fam
     jacobian,
     moments,
     paper_dialect,
+    projections,
     stability,
     weights,
 )

@@ -26,7 +26,12 @@ Matrix-free (:mod:`boundcheck.engines.estimators`), all statistical at ``ctx.con
   "hutchinson", "hutchpp", "control_variate" (``tr G`` exact + Hutchinson on ``tr R``), or
   "auto": 30 pilot probes measure the spread of ``vᵀHv`` and of ``vᵀRv``; the control
   variate is chosen when its spread is clearly smaller (near a minimum), and the pilot then
-  sizes the chosen estimator.
+  sizes the chosen estimator. ``trace_method="finite_difference"`` (any size, any network
+  with a loss) uses no Hessian-vector products at all: ``hessian.trace_finite_difference``.
+* ``hessian.trace_finite_difference``: central second differences of the loss along
+  ``Budget.fd_trace_directions`` Gaussian directions with THEOREMS.md T9(b)'s step rule,
+  rounding allowance β and rank-one-calibrated critical value
+  (:mod:`boundcheck.engines.finite_difference_trace`); statistical.
 * ``hessian.fro2``: ``E‖Hv‖²``.
 * ``hessian.eigenvalue_variance``: ``s² = tr((H − cI)²)/P − (m − c)²`` with ``c`` the
   estimate of m, so no large terms cancel; ``(m − c)²`` is taken over the whole interval of
@@ -69,6 +74,11 @@ from boundcheck.engines.estimators.trace import (
     rademacher,
     squared_frobenius,
 )
+from boundcheck.engines.finite_difference_trace import (
+    finite_difference_trace,
+    has_kinks,
+    subject_evaluator,
+)
 from boundcheck.engines.sequential import subject_structure
 from boundcheck.engines.sequential_hessian import exact_trace
 from boundcheck.quantities.ggn import (
@@ -76,7 +86,13 @@ from boundcheck.quantities.ggn import (
     hessian_operator_of,
     require_calibrated_confidence,
 )
-from boundcheck.quantities.registry import TRACE_METHODS, Context, NotAffordableError, quantity
+from boundcheck.quantities.registry import (
+    TRACE_METHODS,
+    Context,
+    NotAffordableError,
+    NotApplicableError,
+    quantity,
+)
 
 U = UNIT_ROUNDOFF["float64"]
 
@@ -141,6 +157,8 @@ def _dim(ctx: Context) -> Estimate:
 def _trace(ctx: Context) -> Estimate:
     # sequential MLPs: exact at any size, cheaper than the dense diagonal and with a tighter
     # rounding bound (an explicit Budget.trace_method still runs that estimator)
+    if ctx.budget.trace_method == "finite_difference":
+        return finite_difference_trace_estimate(ctx)
     structure = ctx.artifact("sequential_structure", lambda: subject_structure(ctx.subject))
     if ctx.budget.trace_method == "auto" and not isinstance(structure, str):
         t = exact_trace(ctx.subject, structure)
@@ -399,3 +417,31 @@ def spectral_density(ctx: Context, num_probes: int = 10, steps: int = 80) -> Spe
             seed=stream_seed(ctx.seed, "hessian.spectral_density"))
 
     return ctx.artifact(f"hessian.spectral_density:{num_probes}:{steps}", build)
+
+
+# --- the trace from loss values (THEOREMS.md T9(b)) ------------------------------------------
+@quantity("hessian.trace_finite_difference",
+          "tr H from central second differences of the loss along Gaussian directions",
+          r"\operatorname{tr} H")
+def _trace_fd(ctx: Context) -> Estimate:
+    return finite_difference_trace_estimate(ctx)
+
+
+def finite_difference_trace_estimate(ctx: Context) -> Estimate:
+    """``tr H`` by :func:`boundcheck.engines.finite_difference_trace.finite_difference_trace`
+    in the subject's dtype."""
+    if not isinstance(ctx.subject, Subject):
+        raise NotApplicableError("the finite-difference trace needs a loss to evaluate "
+                                 "(a bare matrix has none)")
+    require_calibrated_confidence(ctx)
+    evaluate, theta = subject_evaluator(ctx.subject)
+    r = finite_difference_trace(evaluate, theta, num_directions=ctx.budget.fd_trace_directions,
+                                confidence=ctx.confidence,
+                                seed=stream_seed(ctx.seed, "hessian.trace_finite_difference"),
+                                piecewise_linear=has_kinks(ctx.subject.net))
+    method = (f"central second differences of L along {r.details['directions']} Gaussian "
+              f"directions, ε = {r.details['epsilon']:.3g}; ± (c·s/√M + β)")
+    if not math.isfinite(r.value):
+        raise FloatingPointError("the loss was not finite along a finite-difference step")
+    return Estimate(r.value, r.lower, r.upper, "statistical", method, ctx.confidence,
+                    r.details)

@@ -87,7 +87,7 @@ def quantity(name: str, description: str, latex: str = ""):
     return wrap
 
 
-TRACE_METHODS = ("auto", "hutchinson", "hutchpp", "control_variate")
+TRACE_METHODS = ("auto", "hutchinson", "hutchpp", "control_variate", "finite_difference")
 PAPER_SUBSETS = ("first", "random")
 CHOICES = {"trace_method": TRACE_METHODS, "paper_subset": PAPER_SUBSETS}
 # 0: never dense / never refine / no ε in the papers' harmonic factor
@@ -106,7 +106,11 @@ class Budget:
     # Matrix-free curvature (boundcheck.engines.estimators); tighten these to refine an estimate.
     trace_rel_half_width: float = 0.01  # target half-width of trace intervals, relative
     max_probes: int = 2000  # Hutchinson probes (Hessian-vector products) per trace
-    trace_method: str = "auto"  # "auto", "hutchinson", "hutchpp" or "control_variate"
+    trace_method: str = "auto"  # "auto", "hutchinson", "hutchpp", "control_variate" or
+    # "finite_difference" (loss values only, boundcheck.engines.finite_difference_trace)
+    fd_trace_directions: int = 200  # directions of the finite-difference trace (≥ 10)
+    projection_planes: int = 500  # Gaussian planes (δ, η) of the projection.* quantities
+    saddle_draws: int = 20000  # planes simulated from the spectrum for the saddle probability
     lanczos_rel_tol: float = 1e-6  # target half-width of λ_max / λ_min, relative to ‖H‖
     lanczos_max_iter: int = 300  # products per Lanczos run (two runs per eigenvalue)
     residual_rel_tol: float = 1e-3  # sharpness (tr H) forms need |tr R| ≤ this · tr G
@@ -146,10 +150,13 @@ class Budget:
                              f"got {self.converged_window}")
 
     def tightened(self) -> Budget:
-        """The budget of the next refinement round: 4× narrower traces, 10× tighter λ."""
+        """The budget of the next refinement round: 4× narrower traces (4× the probes and
+        finite-difference directions), 10× tighter λ. The projection planes stay as they are
+        (their equality theorems are INCONCLUSIVE by nature; more planes would only cost)."""
         return dataclasses.replace(
             self, trace_rel_half_width=self.trace_rel_half_width / 4,
-            max_probes=self.max_probes * 4, lanczos_rel_tol=self.lanczos_rel_tol / 10,
+            max_probes=self.max_probes * 4, fd_trace_directions=self.fd_trace_directions * 4,
+            lanczos_rel_tol=self.lanczos_rel_tol / 10,
             lanczos_max_iter=self.lanczos_max_iter * 2)
 
 

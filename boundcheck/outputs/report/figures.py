@@ -2,6 +2,7 @@
 says more than the tables:
 
 * the Hessian spectrum with every measured bound on λ_max / λ_min (one subject);
+* loss surfaces along random and extreme-curvature directions (1-D and 2-D; T9);
 * slack across a sweep or across subjects (one panel per theorem of a family);
 * slack against training step (runs of one series at several checkpoints);
 * λ_max against training step beside 2/η, per GD step size η (runs that measured
@@ -72,6 +73,8 @@ def make_figures(runs: Sequence[Run], entries: Sequence[TheoremEntry], out_dir: 
     with matplotlib.rc_context(_RC):
         for run in _spectrum_runs(runs, entries):
             figures.append(_spectrum_figure(run, entries, out, formats))
+        for run in _surface_runs(runs):
+            figures.append(_surface_figure(run, out, formats))
         by_family: dict[str, list[TheoremEntry]] = {}
         for entry in entries:
             by_family.setdefault(entry.family, []).append(entry)
@@ -299,6 +302,58 @@ def _spectrum_figure(run: Run, entries: Sequence[TheoremEntry], out: Path,
                "(left-pointing: upper bound; right-pointing: lower bound; markers at equal "
                "values are stacked vertically; a bound far off the scale sits beyond the dotted "
                "line, labelled with its value); the grey bar spans them.")
+    return Figure(name, caption, _save(fig, out, name, formats))
+
+
+# -- loss surfaces (T9) ---------------------------------------------------------------------
+def _surface_runs(runs: Sequence[Run]) -> list[Run]:
+    chosen = [r for r in runs if r.loss_surfaces]
+    return chosen[:MAX_SPECTRUM_FIGURES] if len(chosen) <= MAX_SPECTRUM_FIGURES else chosen[-1:]
+
+
+def _surface_figure(run: Run, out: Path, formats: Sequence[str]) -> Figure:
+    """1-D loss curves along a random direction and the λ_max / λ_min eigenvectors, and
+    contours over the random plane and the plane of the two eigenvectors."""
+    from matplotlib.figure import Figure as MplFigure
+
+    surfaces = run.loss_surfaces
+    planes = surfaces["planes"]
+    fig = MplFigure(figsize=(6.3, 2.9), layout="constrained")
+    axes = fig.subplots(1, 1 + len(planes), squeeze=False).ravel()
+    line_ax = axes[0]
+    for i, line in enumerate(surfaces["lines"]):
+        label = line["direction"]
+        if "curvature" in line:
+            label += f" (λ = {line['curvature']:.3g})"
+        line_ax.plot(line["t"], line["loss"], color=f"C{i}", lw=1.2, label=mpl_label(label))
+    line_ax.set_xlabel("step t along the unit direction")
+    line_ax.set_ylabel("loss")
+    line_ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False,
+                   fontsize=6.5)
+    for ax, plane in zip(axes[1:], planes, strict=True):
+        t = plane["t"]
+        contour = ax.contourf(t, t, plane["loss"], levels=14, cmap="viridis")
+        ax.plot([0], [0], marker="+", color="white", ms=7)
+        ax.set_xlabel(mpl_label(plane["directions"][0]))
+        ax.set_ylabel(mpl_label(plane["directions"][1]))
+        fig.colorbar(contour, ax=ax, shrink=0.8)
+    name = f"surfaces-{_slug(run.label)}"
+    measured = run.quantities()
+    saddle = ""
+    if "projection.saddle_probability" in measured:
+        obs = measured["projection.saddle_probability"]
+        saddle = (f" A random Gaussian plane showed a saddle (det < 0 of the projected "
+                  f"Hessian) with frequency {obs['value']:.3g} "
+                  f"[{obs['lower']:.3g}, {obs['upper']:.3g}]")
+        pred = measured.get("projection.saddle_probability_predicted")
+        if pred:
+            saddle += (f"; predicted from the spectrum alone {pred['value']:.3g} "
+                       f"[{pred['lower']:.3g}, {pred['upper']:.3g}]")
+        saddle += "."
+    caption = (f"Loss of {run.label} along a random direction and the λ_max and λ_min "
+               f"eigenvectors of its Hessian (left; step t up to {surfaces['radius']:.3g}), "
+               "and over the plane of two random Gaussian directions and the plane of the two "
+               "eigenvectors (contours; + marks the trained parameters)." + saddle)
     return Figure(name, caption, _save(fig, out, name, formats))
 
 

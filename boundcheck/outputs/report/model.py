@@ -10,6 +10,9 @@ Optional results fields the report reads (all may be absent):
   "batch_size": 32}``); with several sweep points the report plots slack across the sweep.
 * ``extras["hessian_spectrum"]``: the loss Hessian's eigenvalues (a list of numbers), drawn as
   a histogram with every measured bound on λ_max / λ_min.
+* ``extras["loss_surfaces"]``: the loss along random and extreme-curvature directions
+  (``boundcheck.quantities.projections.loss_surfaces``: ``lines`` of ``{direction, t, loss}``
+  and ``planes`` of ``{directions, t, loss grid}``), drawn as 1-D curves and 2-D contours.
 * ``extras["measurements"]``: ``{quantity name: Estimate dict or number}``, quantities measured
   outside any theorem (e.g. an empirical correlate); tabulated and used in scatter plots.
 """
@@ -54,6 +57,11 @@ class Run:
         if not values:
             return None
         return [float(v) for v in values]
+
+    @property
+    def loss_surfaces(self) -> dict[str, Any] | None:
+        surfaces = (self.data.get("extras") or {}).get("loss_surfaces")
+        return surfaces if surfaces and surfaces.get("lines") else None
 
     @property
     def results(self) -> list[dict[str, Any]]:
