@@ -15,4 +15,4 @@ FAMILIES = ("derivations.wolkowicz_styan",
             "derivations.input_gradient", "derivations.local_sensitivity",
             "derivations.network_sensitivity", "derivations.volume",
             "derivations.network_volume", "derivations.relative_flatness",
-            "derivations.centered_sensitivity")
+            "derivations.centered_sensitivity", "derivations.lipschitz")

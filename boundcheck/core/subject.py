@@ -50,6 +50,8 @@ class Subject:
     :func:`boundcheck.core.losses.make_loss`.
     eval_mode: a model in train mode with dropout or batch norm is refused unless this is True,
     in which case a copy is measured in eval mode and the switch is recorded in ``notes``.
+    test_data: optional held-out ``(X, Y)`` (or batches), same shapes and labels as ``data``;
+    only theorems that compare train and test distributions use it (T11c); None: none.
     """
 
     model: nn.Module
@@ -60,6 +62,7 @@ class Subject:
     device: str | torch.device | None = None
     eval_mode: bool = False
     notes: list[str] = field(default_factory=list)
+    test_data: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
@@ -73,6 +76,8 @@ class Subject:
         out = self._probe_outputs()
         self.output_dim = int(out.shape[1])
         self.loss_fn: Loss = resolve_for_output(make_loss(self.loss), self.output_dim)
+        self.test_batches = ([] if self.test_data is None
+                             else self._load_batches(self.test_data))
         self._check_targets()
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.param_names = [k for k, p in self.net.named_parameters() if p.requires_grad]
@@ -144,7 +149,10 @@ class Subject:
 
     def _check_targets(self) -> None:
         k = self.output_dim
-        for b in self.batches:
+        for b in self.batches + self.test_batches:
+            if b.x.shape[1:] != self.batches[0].x.shape[1:]:
+                raise InvalidSubjectError(f"test inputs have shape {tuple(b.x.shape[1:])}, "
+                                          f"training inputs {tuple(self.batches[0].x.shape[1:])}")
             if self.loss_fn.kind == "cross_entropy":
                 if b.y.is_floating_point() or b.y.dim() != 1:
                     raise InvalidSubjectError("cross-entropy needs integer class labels Y of "
@@ -168,6 +176,14 @@ class Subject:
     def y_all(self) -> torch.Tensor:
         return torch.cat([b.y for b in self.batches])
 
+    @property
+    def test_x(self) -> torch.Tensor | None:
+        return torch.cat([b.x for b in self.test_batches]) if self.test_batches else None
+
+    @property
+    def test_y(self) -> torch.Tensor | None:
+        return torch.cat([b.y for b in self.test_batches]) if self.test_batches else None
+
     def loss_value(self) -> float:
         with torch.no_grad():
             total = sum(self.loss_fn.per_sample(self.net(b.x), b.y).sum() for b in self.batches)
@@ -177,7 +193,8 @@ class Subject:
         return torch.cat([p.detach().reshape(-1) for p in self.params])
 
     def describe(self) -> dict[str, Any]:
-        return {
+        held_out = sum(b.n for b in self.test_batches)
+        return ({"num_test_samples": held_out} if held_out else {}) | {
             "name": self.name,
             "model": type(self.model).__name__,
             "architecture": _architecture_summary(self.net),
