@@ -229,7 +229,7 @@ def certified_psd_margin(s: np.ndarray, s_abs: np.ndarray, inner: int) -> float:
     return lam - gamma * float(np.linalg.norm(s_abs)) - 16 * n * U64 * float(np.linalg.norm(s))
 
 
-def lipsdp(mats: list[np.ndarray], slopes: list[tuple[float, float]], solver: str = "CLARABEL"
+def lipsdp(mats: list[np.ndarray], slopes: list[tuple[float, float]], solver: str = "SCS"
            ) -> LipSDP | str:
     """Certified LipSDP-Neuron bound, or why none could be certified."""
     import cvxpy as cp
@@ -244,16 +244,21 @@ def lipsdp(mats: list[np.ndarray], slopes: list[tuple[float, float]], solver: st
     d = n0 + big_n
     t = cp.Variable(big_n, nonneg=True)
     rho = cp.Variable(nonneg=True)
-    sel = np.zeros((big_n, d))
-    sel[:, n0:] = np.eye(big_n)
-    cross = c.T @ cp.diag(cp.multiply(a + b, t)) @ sel
+    # M is affine in (ρ, t): M = F_0 + Σ_j t_j F_j − ρ E, F_j = −2α_jβ_j c_j c_jᵀ
+    # + (α_j + β_j)(c_j e_jᵀ + e_j c_jᵀ) − 2 e_j e_jᵀ (c_j row j of C, e_j unit j of x)
+    cc = (-2 * a * b)[None, None, :] * (c.T[:, None, :] * c.T[None, :, :])
+    unit = np.zeros((d, big_n))
+    unit[n0:, :] = np.eye(big_n)
+    mixed = (a + b)[None, None, :] * (c.T[:, None, :] * unit[None, :, :]
+                                      + unit[:, None, :] * c.T[None, :, :])
+    diag = -2 * unit[:, None, :] * unit[None, :, :]
+    gen = (cc + mixed + diag).reshape(d * d, big_n)
     fixed = np.zeros((d, d))
     last = w_last.shape[1]
     fixed[d - last:, d - last:] = w_last.T @ w_last
     e0 = np.zeros((d, d))
     e0[:n0, :n0] = np.eye(n0)
-    m = (c.T @ cp.diag(cp.multiply(-2 * a * b, t)) @ c + cross + cross.T
-         - 2 * sel.T @ cp.diag(t) @ sel + fixed - rho * e0)
+    m = fixed + cp.reshape(gen @ t, (d, d), order="C") - rho * e0
     problem = cp.Problem(cp.Minimize(rho), [(m + m.T) / 2 << 0])
     try:
         problem.solve(solver=solver)
