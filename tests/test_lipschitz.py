@@ -259,3 +259,29 @@ def test_planted_lipsdp_step_fails():
                 check="numeric", evaluate=halved)
     with pytest.raises(StepFailed):
         step.verify()
+
+
+# -- harness: held-out split and recorded quantities ------------------------------------------
+def test_split_held_out_and_config():
+    from boundcheck.harness.config import RunConfig
+    from boundcheck.harness.pipeline import split_held_out
+
+    x, t = torch.arange(40.0).reshape(20, 2), torch.arange(20)
+    xtr, ttr, (xte, tte) = split_held_out(x, t, 0.25, seed=3)
+    assert len(xte) == 5 and len(xtr) == 15
+    assert sorted(torch.cat([ttr, tte]).tolist()) == list(range(20))
+    assert torch.equal(xtr[:, 0], 2.0 * ttr)  # rows stay paired with their targets
+    assert split_held_out(x, t, 0.0, seed=0)[2] is None
+    with pytest.raises(ValueError, match="test_fraction"):
+        split_held_out(x, t, 1.0, seed=0)
+    cfg = RunConfig.from_dict({"subject": {"test_fraction": 0.2},
+                               "record": ["jacobian.fro2_mean"]})
+    assert cfg.subject.test_fraction == 0.2 and cfg.record == ["jacobian.fro2_mean"]
+
+
+def test_record_quantities_skips_what_cannot_be_measured():
+    from boundcheck.harness.pipeline import record_quantities
+
+    s = _subject(_net(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)), test=False)
+    out = record_quantities(Context(s), ["jacobian.fro2_mean", "kr.cross_entropy_ratio_max"])
+    assert list(out) == ["jacobian.fro2_mean"] and out["jacobian.fro2_mean"]["value"] > 0

@@ -41,6 +41,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 import torch
 from torch import nn
 
@@ -252,7 +253,7 @@ def lipsdp(mats: list[np.ndarray], slopes: list[tuple[float, float]], solver: st
     mixed = (a + b)[None, None, :] * (c.T[:, None, :] * unit[None, :, :]
                                       + unit[:, None, :] * c.T[None, :, :])
     diag = -2 * unit[:, None, :] * unit[None, :, :]
-    gen = (cc + mixed + diag).reshape(d * d, big_n)
+    gen = scipy.sparse.csr_matrix((cc + mixed + diag).reshape(d * d, big_n))  # mostly zeros
     fixed = np.zeros((d, d))
     last = w_last.shape[1]
     fixed[d - last:, d - last:] = w_last.T @ w_last

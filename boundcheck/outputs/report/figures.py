@@ -32,7 +32,8 @@ _RC = {"font.size": 8.5, "axes.titlesize": 8.5, "axes.labelsize": 8.5, "legend.f
 
 # Default axes of the sharpness-vs-compression scatter (``pairs`` chooses others).
 SHARPNESS = ("hessian.lambda_max", "hessian.trace", "ggn.trace")
-COMPRESSION_LEAVES = ("mls", "nmls", "log_lvr", "lvr", "nvr", "local_dim", "local_dimension")
+COMPRESSION_LEAVES = ("mls", "nmls", "log_lvr", "lvr", "nvr", "local_dim", "local_dimension",
+                      "fro2_mean")  # jacobian.fro2_mean: T11a's ansatz (mean ‖J_x‖_F²)
 MAX_DEFAULT_SHARPNESS, MAX_DEFAULT_COMPRESSION = 2, 6
 
 
