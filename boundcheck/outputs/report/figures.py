@@ -10,6 +10,7 @@ says more than the tables:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -460,6 +461,21 @@ def correlation(runs: Sequence[Run], x: str, y: str) -> Correlation | None:
                        float(spearman.statistic), float(spearman.pvalue))
 
 
+def series_correlations(runs: Sequence[Run], x: str, y: str) -> list[Correlation]:
+    """The correlation within each series (one training trajectory: its checkpoints) with at
+    least 3 points, ``y`` labelled with the series; none when there is a single series (the
+    pooled correlation is that one)."""
+    series = sorted({run.series for run in runs})
+    if len(series) < 2:
+        return []
+    out = []
+    for s in series:
+        c = correlation([run for run in runs if run.series == s], x, y)
+        if c is not None:
+            out.append(dataclasses.replace(c, y=f"{y} [{s or 'default'}]"))
+    return out
+
+
 def _scatter_figure(runs: Sequence[Run], pairs: list[tuple[str, str]], out: Path,
                     formats: Sequence[str], part: int) -> Figure:
     fig, axes = _new_figure(len(pairs), height=2.5)
@@ -472,7 +488,7 @@ def _scatter_figure(runs: Sequence[Run], pairs: list[tuple[str, str]], out: Path
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, color=f"C{i % 10}",
                        label=s if 1 < len(series) <= MAX_LEGEND_SERIES else None)
         c = correlation(runs, x, y)
-        correlations.append(c)
+        correlations += [c, *series_correlations(runs, x, y)]
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.set_title(f"Pearson r = {c.pearson:.2f}, Spearman ρ = {c.spearman:.2f} (n = {c.n})")
