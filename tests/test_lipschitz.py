@@ -22,6 +22,17 @@ from derivations import lipschitz as fam
 from derivations.proof import Step, StepFailed
 
 
+class Skip(nn.Module):
+    """x + Wx + b: not a chain."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.lin = nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.lin(x) + x
+
+
 def _net(*mods) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(*mods).double()
@@ -58,15 +69,7 @@ def test_gelu_constant_is_not_one():
 
 # -- chains ---------------------------------------------------------------------------------
 def test_chain_reasons():
-    class Skip(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(2, 2)
-
-        def forward(self, x):
-            return self.lin(x) + x
-
-    assert "not an nn.Sequential" in lip.chain(Skip())
+    assert "not an nn.Sequential" in lip.chain(Skip(2))
     assert "overlaps" in lip.chain(nn.Sequential(nn.Conv2d(1, 1, 3), nn.MaxPool2d(3, 1)))
     assert "Softmax" in lip.chain(nn.Sequential(nn.Linear(2, 2), nn.Softmax(dim=1)))
     ops = lip.chain(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
@@ -181,15 +184,7 @@ def test_sandwich_holds_and_planted_violation():
 
 
 def test_not_applicable_reasons():
-    class Skip(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(3, 3)
-
-        def forward(self, x):
-            return self.lin(x) + x
-
-    s = _subject(Skip().double(), d=3)
+    s = _subject(Skip(3).double(), d=3)
     r = bc.verify(s, ["lipschitz.sandwich"]).results[0]
     assert r.verdict.name == "NOT_APPLICABLE" and "Sequential" in r.reason
     s = _subject(_net(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)), test=False)
