@@ -16,4 +16,4 @@ FAMILIES = ("derivations.wolkowicz_styan",
             "derivations.network_sensitivity", "derivations.volume",
             "derivations.network_volume", "derivations.relative_flatness",
             "derivations.centered_sensitivity", "derivations.linear_stability",
-            "derivations.random_projections")
+            "derivations.random_projections", "derivations.lipschitz")

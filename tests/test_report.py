@@ -257,8 +257,15 @@ def test_correlations_match_scipy():
     assert c.pearson == pytest.approx(np.corrcoef(x, y)[0, 1], rel=1e-12)
     assert c.spearman == pytest.approx(stats.spearmanr(x, y).statistic, rel=1e-12)
     report = Report.from_results(results)
-    assert [(k.x, k.y) for k in report.correlations] == [("hessian.lambda_max",
-                                                         "compression.mls")]
+    pooled, *per_series = report.correlations  # then within each trajectory (T11a)
+    assert (pooled.x, pooled.y) == ("hessian.lambda_max", "compression.mls")
+    series = sorted({r.series for r in runs})
+    assert [k.y for k in per_series] == [f"compression.mls [{s}]" for s in series]
+    for k, s in zip(per_series, series, strict=True):
+        mine = [r for r in runs if r.series == s]
+        assert k.n == len(mine)
+        assert k.spearman == pytest.approx(correlation(mine, "hessian.lambda_max",
+                                                       "compression.mls").spearman)
     assert report.figures == []  # no figures folder given: no figures
 
 

@@ -142,3 +142,53 @@ def activation_of(module: nn.Module) -> Activation | str:
         return Activation("identity", _identity, 1.0, 0.0, 0.0, 0.0, math.inf)
     return (f"activation {type(module).__name__} is not one of the smooth activations T2 "
             "covers (Tanh, Sigmoid, Softplus, GELU, Identity)")
+
+
+# --- slope restriction (LipSDP, THEOREMS.md T11) -----------------------------------------------
+# σ is slope-restricted in [α, β] when α ≤ (σ(a) − σ(b))/(a − b) ≤ β for all a ≠ b; then
+# Lip(σ) = max(|α|, |β|). GELU′ ranges over [1 − GELU_SUP_D1, GELU_SUP_D1] (extremes at
+# z = ∓√2, since GELU′ − ½ is odd), so Lip(GELU) = 1.1290, not 1.
+GELU_INF_D1 = 1.0 - GELU_SUP_D1
+
+
+def slope_bounds(module: nn.Module) -> tuple[float, float] | str:
+    """(α, β) with σ slope-restricted in [α, β], for an elementwise activation module, or the
+    reason it is not one. Each bound is rounded outward by a few ulps (it is a float)."""
+    def widen(a: float, b: float) -> tuple[float, float]:
+        return (a if a == int(a) else a - 4e-16 * abs(a) - 1e-300,
+                b if b == int(b) else b + 4e-16 * abs(b) + 1e-300)
+
+    if isinstance(module, (nn.Tanh, nn.ReLU, nn.Softplus, nn.Hardtanh)):
+        return 0.0, 1.0
+    if isinstance(module, nn.Sigmoid):
+        return 0.0, 0.25
+    if isinstance(module, nn.Identity):
+        return 1.0, 1.0
+    if isinstance(module, nn.LeakyReLU):
+        s = float(module.negative_slope)
+        return min(s, 1.0), max(s, 1.0)
+    if isinstance(module, nn.GELU):
+        if module.approximate != "none":
+            return "GELU(approximate='tanh') has no slope bounds here (only the exact erf GELU)"
+        return widen(GELU_INF_D1, GELU_SUP_D1)
+    return (f"{type(module).__name__} is not an elementwise slope-restricted activation "
+            "(Tanh, ReLU, LeakyReLU, Sigmoid, Softplus, GELU, Hardtanh, Identity)")
+
+
+def lipschitz_constant(module: nn.Module) -> float | str:
+    """Lip(σ) = max(|α|, |β|) (tanh, ReLU: 1; sigmoid: ¼; GELU: 1.1290), or the reason."""
+    bounds = slope_bounds(module)
+    if isinstance(bounds, str):
+        return bounds
+    return max(abs(bounds[0]), abs(bounds[1]))
+
+
+def kinks(module: nn.Module) -> tuple[float, ...]:
+    """Where a piecewise-linear σ is not differentiable (ReLU: 0; Hardtanh: its two ends)."""
+    if isinstance(module, nn.LeakyReLU):
+        return () if float(module.negative_slope) == 1.0 else (0.0,)
+    if isinstance(module, nn.Hardtanh):
+        return (float(module.min_val), float(module.max_val))
+    if isinstance(module, nn.ReLU):
+        return (0.0,)
+    return ()

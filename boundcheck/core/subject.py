@@ -65,6 +65,8 @@ class Subject:
     differentiates everything). ``True`` restricts them to the parameters with
     ``requires_grad`` (fine-tuning's curvature); theorems that need a frozen layer's
     parameters in G are then NOT_APPLICABLE (their precondition says so).
+    test_data: optional held-out ``(X, Y)`` (or batches), same shapes and labels as ``data``;
+    only theorems that compare train and test distributions use it (T11c); None: none.
     """
 
     model: nn.Module
@@ -77,6 +79,7 @@ class Subject:
     notes: list[str] = field(default_factory=list)
     trajectory: Trajectory | None = None
     trainable_only: bool = False
+    test_data: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
@@ -97,6 +100,8 @@ class Subject:
         out = self._probe_outputs()
         self.output_dim = int(out.shape[1])
         self.loss_fn: Loss = resolve_for_output(make_loss(self.loss), self.output_dim)
+        self.test_batches = ([] if self.test_data is None
+                             else self._load_batches(self.test_data))
         self._check_targets()
         check_mean_of_per_sample(self.loss_fn, self.net, self.batches[0].x[:64],
                                  self.batches[0].y[:64])
@@ -215,7 +220,10 @@ class Subject:
 
     def _check_targets(self) -> None:
         k = self.output_dim
-        for b in self.batches:
+        for b in self.batches + self.test_batches:
+            if b.x.shape[1:] != self.batches[0].x.shape[1:]:
+                raise InvalidSubjectError(f"test inputs have shape {tuple(b.x.shape[1:])}, "
+                                          f"training inputs {tuple(self.batches[0].x.shape[1:])}")
             if self.loss_fn.kind == "cross_entropy":
                 if b.y.is_floating_point() or b.y.dim() != 1:
                     raise InvalidSubjectError("cross-entropy needs integer class labels Y of "
@@ -239,6 +247,14 @@ class Subject:
     def y_all(self) -> torch.Tensor:
         return torch.cat([b.y for b in self.batches])
 
+    @property
+    def test_x(self) -> torch.Tensor | None:
+        return torch.cat([b.x for b in self.test_batches]) if self.test_batches else None
+
+    @property
+    def test_y(self) -> torch.Tensor | None:
+        return torch.cat([b.y for b in self.test_batches]) if self.test_batches else None
+
     def loss_value(self) -> float:
         with torch.no_grad():
             total = sum(self.loss_fn.per_sample(self.net(b.x), b.y).sum() for b in self.batches)
@@ -248,7 +264,8 @@ class Subject:
         return torch.cat([p.detach().reshape(-1) for p in self.params])
 
     def describe(self) -> dict[str, Any]:
-        return {
+        held_out = sum(b.n for b in self.test_batches)
+        return ({"num_test_samples": held_out} if held_out else {}) | {
             "name": self.name,
             "model": type(self.model).__name__,
             "architecture": _architecture_summary(self.net),

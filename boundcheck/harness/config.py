@@ -73,6 +73,7 @@ class SubjectConfig:
     loss: str = "cross_entropy"
     seed: int = 0
     data_root: str | None = None
+    test_fraction: float = 0.0  # held out (seeded split) as test data; 0: none (T11c N/A)
     model_options: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
 
@@ -145,6 +146,7 @@ class RunConfig:
     device: str = "cpu"
     sweep: SweepSpec | None = None
     experiment: str | None = None  # a module in boundcheck.harness.experiments, run after the sweep
+    record: list[str] = field(default_factory=list)  # quantities kept at every checkpoint
 
     def __post_init__(self) -> None:
         checks.text(self.name, "name")
@@ -178,6 +180,7 @@ class RunConfig:
             device=d.get("device", base.device),
             sweep=SweepSpec.from_dict(sweep) if sweep else None,
             experiment=_experiment(d.get("experiment")),
+            record=[str(q) for q in d.get("record", [])],
         )
 
     @classmethod

@@ -14,7 +14,7 @@ from boundcheck.harness import data as datasets
 from boundcheck.harness import zoo
 from boundcheck.harness.config import RunConfig
 from boundcheck.harness.training import train
-from boundcheck.quantities import Context
+from boundcheck.quantities import Context, NotAffordableError, NotApplicableError
 from boundcheck.quantities.projections import loss_surfaces
 from boundcheck.verification.api import verify
 from boundcheck.verification.registry import select
@@ -32,6 +32,35 @@ def prepare(cfg: RunConfig) -> tuple[torch.nn.Module, datasets.DataSet, torch.Te
     net = zoo.build_model(s.model_config(), input_shape=tuple(data.x.shape[1:]),
                           output_dim=data.num_outputs)
     return net, data, targets
+
+
+def split_held_out(x: torch.Tensor, targets: torch.Tensor, fraction: float, seed: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+    """Training inputs and targets, and the held-out ``(X, Y)`` (a seeded random
+    ``fraction`` of the samples; None when the fraction is 0)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"subject.test_fraction must lie in [0, 1), got {fraction}")
+    n_test = int(round(fraction * len(x)))
+    if n_test == 0:
+        return x, targets, None
+    if n_test >= len(x) - 1:
+        raise ValueError(f"test_fraction {fraction} leaves fewer than 2 training samples")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    train, test = order[n_test:], order[:n_test]
+    return x[train], targets[train], (x[test], targets[test])
+
+
+def record_quantities(ctx: Context, names: list[str]) -> dict[str, dict]:
+    """Each named quantity's estimate where it can be measured (``extras.measurements``:
+    the report correlates them across checkpoints, e.g. T11a's λ_max vs mean ‖J_x‖_F²)."""
+    out: dict[str, dict] = {}
+    for name in names:
+        try:
+            e = ctx.get(name)
+            out[name] = e.to_dict()
+        except (NotApplicableError, NotAffordableError):
+            continue  # not measurable at this checkpoint: no point in the correlation
+    return out
 
 
 def check_device(device: str) -> None:
@@ -72,8 +101,10 @@ def train_and_verify(cfg: RunConfig, *, progress: bool = True,
     net, data, targets = prepare(cfg)
     log(f"training {cfg.name}: {sum(p.numel() for p in net.parameters())} parameters on "
         f"{cfg.subject.dataset} (n={len(data.x)})")
+    x_train, t_train, held_out = split_held_out(data.x, targets, cfg.subject.test_fraction,
+                                                cfg.subject.seed)
     snapshots: list[tuple[int, dict]] = []
-    info = train(net, data.x, targets, cfg.subject.loss, cfg.recipe, progress=progress,
+    info = train(net, x_train, t_train, cfg.subject.loss, cfg.recipe, progress=progress,
                  device=cfg.device,
                  on_checkpoint=lambda step, m: snapshots.append(
                      (step, copy.deepcopy(m.state_dict()))))
@@ -86,8 +117,8 @@ def train_and_verify(cfg: RunConfig, *, progress: bool = True,
     for step, state in snapshots:
         net.load_state_dict(state)
         name = cfg.name if len(snapshots) == 1 else f"{cfg.name} @ step {step}"
-        subject = Subject(net, (data.x, targets), cfg.subject.loss, name=name,
-                          device=cfg.device,
+        subject = Subject(net, (x_train, t_train), cfg.subject.loss, name=name,
+                          device=cfg.device, test_data=held_out,
                           trajectory=trajectory.until(step) if trajectory else None)
         log(f"verifying at step {step} ...")
         verify_start = time.perf_counter()
@@ -99,6 +130,9 @@ def train_and_verify(cfg: RunConfig, *, progress: bool = True,
                                                   * spectrum.scale).tolist()
         if any(t.family == "projection" for t in select(cfg.theorems)):
             results.extras["loss_surfaces"] = loss_surfaces(ctx)
+        recorded = record_quantities(ctx, cfg.record)
+        if recorded:
+            results.extras["measurements"] = recorded  # the report correlates these
         results.training = {**summary, "step": step, "loss": losses[step],
                             "final": step == info["steps"]}
         results.provenance.update(

@@ -176,7 +176,9 @@ def job_records(*, sweep: str, job: str, job_id: str, params: dict[str, Any],
                          "subject": {k: results.subject.get(k) for k in
                                      ("name", "architecture", "num_params", "num_samples",
                                       "output_dim", "loss")},
-                         "device": results.subject.get("device")})
+                         "device": results.subject.get("device"),
+                         **({"measurements": results.extras["measurements"]}
+                            if results.extras.get("measurements") else {})})
     if not rows:
         raise ValueError(f"job {job!r} verified no theorem: select at least one")
     return _numbered(rows)

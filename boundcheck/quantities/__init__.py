@@ -14,6 +14,7 @@ from boundcheck.quantities import (  # noqa: F401  (importing registers each fam
     ggn,
     hessian,
     jacobian,
+    lipschitz,
     moments,
     paper_dialect,
     projections,

@@ -116,6 +116,7 @@ class Budget:
     residual_rel_tol: float = 1e-3  # sharpness (tr H) forms need |tr R| ≤ this · tr G
     lvr_noise_scale: float = 1e-3  # ε of the finite-perturbation LVR (boundcheck.engines.lvr)
     max_closed_form_flops: float = 3e11  # T2's n² Gram work (boundcheck.engines.closed_form)
+    lipsdp_max_dim: int = 300  # LipSDP LMI side (input dim + hidden units); 272: ~30 s (SCS)
     max_refinements: int = 2  # INCONCLUSIVE on estimated inputs: re-measure this often
     time_limit_s: float | None = None  # per quantity measured (None: no limit); see
     # boundcheck.engines.estimators.clock: estimators stop and return the interval reached

@@ -82,7 +82,8 @@ def _with(ctx: Context, budget: Budget, confidence: float, seed: int) -> Context
 
 # Cached intermediates that do not depend on the budget or the seed.
 EXACT_ARTIFACTS = ("hessian.dense_spectrum", "hessian.operator", "ggn.operator", "jacobian",
-                   "layer", "weights", "data", "closed_form", "moment_bound")
+                   "layer", "weights", "data", "closed_form", "moment_bound",
+                   "lipschitz", "kr")
 
 
 def _decide_once(theorem: Theorem, ctx: Context) -> TheoremResult:

@@ -13,6 +13,7 @@ from boundcheck.outputs.report.figures import (
     correlation,
     default_pairs,
     make_figures,
+    series_correlations,
 )
 from boundcheck.outputs.report.model import (
     Run,
@@ -66,7 +67,11 @@ class Report:
             base = Path(relative_to) if relative_to is not None else out.parent
             figure_dir = Path(_relative(out, base)).as_posix() + "/"
         chosen = list(pairs) if pairs is not None else default_pairs(runs)
-        correlations = [c for x, y in chosen if (c := correlation(runs, x, y)) is not None]
+        correlations = []
+        for x, y in chosen:  # pooled over all runs, then within each trajectory (T11a)
+            pooled = correlation(runs, x, y)
+            if pooled is not None:
+                correlations += [pooled, *series_correlations(runs, x, y)]
         return cls(runs, entries, figures, correlations, figure_dir)
 
 

@@ -13,6 +13,7 @@ says more than the tables:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,8 @@ _RC = {"font.size": 8.5, "axes.titlesize": 8.5, "axes.labelsize": 8.5, "legend.f
 
 # Default axes of the sharpness-vs-compression scatter (``pairs`` chooses others).
 SHARPNESS = ("hessian.lambda_max", "hessian.trace", "ggn.trace")
-COMPRESSION_LEAVES = ("mls", "nmls", "log_lvr", "lvr", "nvr", "local_dim", "local_dimension")
+COMPRESSION_LEAVES = ("mls", "nmls", "log_lvr", "lvr", "nvr", "local_dim", "local_dimension",
+                      "fro2_mean")  # jacobian.fro2_mean: T11a's ansatz (mean ‖J_x‖_F²)
 MAX_DEFAULT_SHARPNESS, MAX_DEFAULT_COMPRESSION = 2, 6
 
 
@@ -627,6 +629,21 @@ def correlation(runs: Sequence[Run], x: str, y: str) -> Correlation | None:
                        float(spearman.statistic), float(spearman.pvalue))
 
 
+def series_correlations(runs: Sequence[Run], x: str, y: str) -> list[Correlation]:
+    """The correlation within each series (one training trajectory: its checkpoints) with at
+    least 3 points, ``y`` labelled with the series; none when there is a single series (the
+    pooled correlation is that one)."""
+    series = sorted({run.series for run in runs})
+    if len(series) < 2:
+        return []
+    out = []
+    for s in series:
+        c = correlation([run for run in runs if run.series == s], x, y)
+        if c is not None:
+            out.append(dataclasses.replace(c, y=f"{y} [{s or 'default'}]"))
+    return out
+
+
 def _scatter_figure(runs: Sequence[Run], pairs: list[tuple[str, str]], out: Path,
                     formats: Sequence[str], part: int) -> Figure:
     fig, axes = _new_figure(len(pairs), height=2.5)
@@ -639,7 +656,7 @@ def _scatter_figure(runs: Sequence[Run], pairs: list[tuple[str, str]], out: Path
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, color=f"C{i % 10}",
                        label=s if 1 < len(series) <= MAX_LEGEND_SERIES else None)
         c = correlation(runs, x, y)
-        correlations.append(c)
+        correlations += [c, *series_correlations(runs, x, y)]
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.set_title(f"Pearson r = {c.pearson:.2f}, Spearman ρ = {c.spearman:.2f} (n = {c.n})")

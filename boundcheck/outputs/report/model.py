@@ -190,7 +190,9 @@ def results_from_store(path: str | Path) -> list[Results]:
                         "config": first.get("config"), "job": first.get("job")},
             training={**(first.get("training") or {}), "step": step,
                       "final": first.get("final")},
-            extras={"sweep": dict(first.get("params") or {})})
+            extras={"sweep": dict(first.get("params") or {}),
+                    **({"measurements": first["measurements"]}
+                       if first.get("measurements") else {})})
         info = {}
         for r in records:
             try:
