@@ -458,7 +458,7 @@ CLOSED_FORM_WS = Theorem(
     notes="f(x) = Vσ(Wx+b)+c with σ ∈ {tanh, sigmoid, softplus, GELU (erf), identity} and "
           "softmax cross-entropy; tr H and ‖H‖_F² from per-sample factors and n×n Gram "
           "matrices, no Hessian-vector product.",
-    applies_to="closed_form.hidden_width",
+    applies_to="closed_form.depth",
 )
 
 THEOREMS = (CLOSED_FORM_WS,)

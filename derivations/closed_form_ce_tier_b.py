@@ -83,7 +83,7 @@ TIER_B = Theorem(
     lhs=lam_max, rhs=bound_b,
     symbols={lam_max: "hessian.lambda_max", bound_b: "closed_form.tier_b_lambda_max"},
     source=SOURCE, slack="ratio", family="hessian.closed_form", notes=_NOTES,
-    applies_to="closed_form.hidden_width",
+    applies_to="closed_form.depth",
 )
 TIER_B_SAT = Theorem(
     id="hessian.tier_b_sat_lambda_max",
@@ -92,7 +92,7 @@ TIER_B_SAT = Theorem(
     lhs=lam_max, rhs=bound_b_sat,
     symbols={lam_max: "hessian.lambda_max", bound_b_sat: "closed_form.tier_b_sat_lambda_max"},
     source=SOURCE, slack="ratio", family="hessian.closed_form", notes=_NOTES,
-    applies_to="closed_form.hidden_width",
+    applies_to="closed_form.depth",
 )
 THEOREMS = (TIER_B, TIER_B_SAT)
 

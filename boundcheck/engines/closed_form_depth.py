@@ -29,8 +29,10 @@ Lipschitz constants for a, σ', σ''), then the softmax as in the one-layer engi
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -268,15 +270,32 @@ def factors(p: DeepPrimitives) -> Factors:
     return Factors(u, delta, pmat, emat, ins)
 
 
+@functools.lru_cache(maxsize=1)
+def generated() -> tuple[Callable, Callable, Callable]:
+    """(trace, diagonal-block pair, off-diagonal-block pair) torch functions code-generated
+    from the expressions :mod:`derivations.closed_form_ce_depth` proves."""
+    import sympy
+
+    from boundcheck.core.formulas import closed_form_depth as fd
+
+    def gen(syms, expr):
+        return sympy.lambdify(syms, expr, modules="torch", cse=True)
+
+    return (gen(fd.DEPTH_TRACE_SYMBOLS, fd.DEPTH_TRACE_EXPR),
+            gen(fd.DEPTH_DIAG_SYMBOLS, fd.DEPTH_DIAG_EXPR),
+            gen(fd.DEPTH_OFF_SYMBOLS, fd.DEPTH_OFF_EXPR))
+
+
 def _sums(p: DeepPrimitives) -> tuple[float, float]:
     """(Σ_i tr H_i, Σ_{i,j} ⟨H_i, H_j⟩) — without the 1/n, 1/n² factors."""
+    trace_fn, diag_fn, off_fn = generated()
     f = factors(p)
     n = p.x.shape[0]
     layers = len(f.u)
     trace_sum = 0.0
     for lay in range(1, layers + 1):
         tr = torch.diagonal(f.P[lay, lay], dim1=1, dim2=2).sum(1)
-        trace_sum += float((tr * (f.u[lay - 1] ** 2).sum(1)).sum())
+        trace_sum += float(trace_fn(tr, (f.u[lay - 1] ** 2).sum(1)).sum())
     widest = max(t.shape[1] for t in f.delta + f.a_in)
     block = max(1, min(n, PAIR_BLOCK_ELEMENTS // max(n * widest, 1)))
     flat = {key: v.reshape(n, -1) for key, v in f.P.items()}
@@ -287,7 +306,7 @@ def _sums(p: DeepPrimitives) -> tuple[float, float]:
         gu = [ul[r] @ ul.T for ul in f.u]
         phi = torch.zeros(r.stop - r.start, n, dtype=p.x.dtype, device=p.x.device)
         for lay in range(1, layers + 1):
-            phi += (flat[lay, lay][r] @ flat[lay, lay].T) * gu[lay - 1] ** 2
+            phi += diag_fn(flat[lay, lay][r] @ flat[lay, lay].T, gu[lay - 1])
             for m in range(lay + 1, layers + 1):
                 pm, em, dm, am = f.P[lay, m], f.E[m, lay], f.delta[m - 1], f.a_in[m - 1]
                 # X_ij = Σ_r (E_jᵀ a_i)_r (P_i δ_j)_r and X_ji over the row block
@@ -295,9 +314,8 @@ def _sums(p: DeepPrimitives) -> tuple[float, float]:
                         * torch.einsum("irs,js->ijr", pm[r], dm)).sum(2)
                 x_ji = (torch.einsum("je,ier->ijr", am, em[r])
                         * torch.einsum("jrs,is->ijr", pm, dm[r])).sum(2)
-                inner = ((flat[lay, m][r] @ flat[lay, m].T) * gu[m - 1] + x_ij + x_ji
-                         + (dm[r] @ dm.T) * (eflat[m, lay][r] @ eflat[m, lay].T))
-                phi += 2 * gu[lay - 1] * inner
+                phi += 2 * off_fn(flat[lay, m][r] @ flat[lay, m].T, gu[lay - 1], gu[m - 1],
+                                  x_ij, x_ji, dm[r] @ dm.T, eflat[m, lay][r] @ eflat[m, lay].T)
         total = total + phi.sum(1).sum()
     return trace_sum, float(total)
 

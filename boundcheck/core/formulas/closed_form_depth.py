@@ -148,3 +148,24 @@ def route2_matrix(depth: int, bounded: bool, values: dict) -> np.ndarray:
         mat[l - 1, m - 1] = mat[m - 1, l - 1] = float(v)
     return mat
 
+
+
+# === Tier A at depth L: the per-layer(-pair) terms of tr H_i and ⟨H_i, H_j⟩ ================
+# per sample and layer l
+TRP = sympy.Symbol(r"\operatorname{tr}P_{ll,i}", real=True)
+NU = sympy.Symbol(r"\|u_{l,i}\|^2", nonnegative=True)
+# per sample pair and layer pair (l ≤ m)
+GUL = sympy.Symbol(r"u_{l,i}\cdot u_{l,j}", real=True)
+GUM = sympy.Symbol(r"u_{m,i}\cdot u_{m,j}", real=True)
+PP = sympy.Symbol(r"\langle P_{lm,i},P_{lm,j}\rangle", real=True)
+XIJ = sympy.Symbol(r"X_{ij}", real=True)  # (E_{ml,j}ᵀ a_{m−1,i})·(P_{lm,i} δ_{m,j})
+XJI = sympy.Symbol(r"X_{ji}", real=True)
+DD = sympy.Symbol(r"\delta_{m,i}\cdot\delta_{m,j}", real=True)
+EE = sympy.Symbol(r"\langle E_{ml,i},E_{ml,j}\rangle", real=True)
+
+DEPTH_TRACE_SYMBOLS = (TRP, NU)
+DEPTH_DIAG_SYMBOLS = (PP, GUL)
+DEPTH_OFF_SYMBOLS = (PP, GUL, GUM, XIJ, XJI, DD, EE)
+DEPTH_TRACE_EXPR = TRP * NU  # layer l's part of tr H_i
+DEPTH_DIAG_EXPR = PP * GUL**2  # ⟨H_i, H_j⟩ over the diagonal block (l, l)
+DEPTH_OFF_EXPR = GUL * (PP * GUM + XIJ + XJI + DD * EE)  # over block (l, m), l < m (counted 2×)
