@@ -13,13 +13,15 @@ Named pieces (all nonnegative):
 - backward, from j_{L+1} = 1, γ_{L+1} = √2ε, ω_{L+1} = ω^F_{L+1} = 0:
   ``j_l = s₁‖W_{l+1}‖₂ j_{l+1} ≥ ‖J_l‖₂``, ``j^F_l = s₁‖W_{l+1}‖_F j_{l+1} ≥ ‖J_l‖_F``,
   ``γ_l = s₁‖W_{l+1}‖₂γ_{l+1} ≥ ‖δ_l‖``,
-  ``ω_l = s₁²‖W_{l+1}‖₂²ω_{l+1} + s₂‖W_{l+1}‖₂γ_{l+1} ≥ ‖Q_l‖₂`` (ω^F_l likewise with ω^F, ≥ ‖Q_l‖_F).
+  ``ω_l = s₁²‖W_{l+1}‖₂²ω_{l+1} + s₂‖W_{l+1}‖₂γ_{l+1} ≥ ‖Q_l‖₂`` (ω^F_l likewise,
+  ≥ ‖Q_l‖_F).
 - ``d_{ml} = Π_{t=l+1}^{m} s₁‖W_t‖₂ ≥ ‖D_{ml}‖₂``; ``e_{ml} = s₁ d_{m−1,l} ≥ ‖E_{ml}‖₂``,
   ``e^F_{ml} = √min(h_{m−1}, h_l) e_{ml}``.
 - diagonal blocks (l ≤ L): ``μ_l = λ_A j_l² + ω_l ≥ λ_max(P_ll)``,
   ``m^F_l = λ_A j_l j^F_l + ω^F_l``, ``tr P_ll ∈ [−√h_l ω^F_l, λ_A (j^F_l)² + √h_l ω^F_l]``;
   the output block P = A: μ = λ_A, m^F = a_F, tr ∈ [0, τ].
-- off-diagonal (l < m): ``p_{lm} = λ_A j_l j_m + d_{ml}ω_m``, ``p^F_{lm} = λ_A j^F_l j_m + d_{ml}ω^F_m``,
+- off-diagonal (l < m): ``p_{lm} = λ_A j_l j_m + d_{ml}ω_m``,
+  ``p^F_{lm} = λ_A j^F_l j_m + d_{ml}ω^F_m``,
   ``c_{lm} = p_{lm}√U_m + γ_m e_{ml} ≥ ‖C_lm‖₂``, ``c^F_{lm} = p^F_{lm}√U_m + γ_m e^F_{ml}``.
 Route 1: Wolkowicz–Styan maximised over tr H ∈ [Σ U_l tr_lo,l, Σ U_l tr_hi,l] and
 ``‖H‖_F² ≤ F̄ = (Φ_d + (n−1)Φ_o)/n``, ``Φ_d = Σ_l U_l² (m^F_l)² + 2Σ_{l<m} U_l (c^F_{lm})²``
@@ -54,6 +56,7 @@ def depth_symbols(depth: int) -> dict[str, tuple[sympy.Symbol, ...]]:
     }
 
 
+@functools.lru_cache(maxsize=16)
 def depth_pieces(depth: int, bounded: bool) -> dict:
     """The named pieces (module docstring) for L = depth: dicts keyed by layer (pair)."""
     sy = depth_symbols(depth)
