@@ -81,7 +81,9 @@ def draw(r: np.random.Generator):
                      "rho": rho, "regime": regime, "P": p}
 
 
-def run(cases: int, seed: int) -> dict:
+def run(cases: int, seed: int, out: str | None = None, every: int = 200) -> dict:
+    """``cases`` random cases; with ``out``, the summary so far is written there every
+    ``every`` cases (so an interrupted run still counts what it checked)."""
     r = np.random.default_rng(seed)
     fails, slack = [], {}
     start = time.perf_counter()
@@ -105,6 +107,12 @@ def run(cases: int, seed: int) -> dict:
         if lam > 1e-12:
             slack.setdefault(info["depth"], []).append(
                 {"ws": ws / lam, "tb": tb / lam, "tbs": tbs / lam, "regime": info["regime"]})
+        if out and (case + 1) % every == 0:
+            write_json_atomic(out, _summary(case + 1, seed, fails, slack, start))
+    return _summary(cases, seed, fails, slack, start)
+
+
+def _summary(cases: int, seed: int, fails: list, slack: dict, start: float) -> dict:
     table = {}
     for depth, rows in sorted(slack.items()):
         random_rows = [x for x in rows if x["regime"] != "saturated"]
@@ -126,7 +134,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    out = run(args.cases, args.seed)
+    out = run(args.cases, args.seed, args.out)
     print(json.dumps({k: v for k, v in out.items() if k != "failed"}, indent=1))
     if out["failed"]:
         print(json.dumps(out["failed"][:5], indent=1))

@@ -409,7 +409,9 @@ def tier_b_ingredients(subject: Subject, saturation: bool = False) -> TierBIngre
         worst = int(gap.argmax())
         eps = float(gap[worst])
         hi = float((gap + gap_err).max())
-        vals["confidence_gap"] = (eps, max(eps - float(gap_err[worst]), 1e-300), min(hi, 1.0))
+        lo = max(eps - float(gap_err[worst]), 1e-300)  # ε > 0; a 0 gap rounds up to 1e-300
+        hi = max(min(hi, 1.0), lo)
+        vals["confidence_gap"] = (min(max(eps, lo), hi), lo, hi)
     return TierBIngredients(vals, math.isfinite(act.sup_abs))
 
 

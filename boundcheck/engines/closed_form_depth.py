@@ -441,7 +441,9 @@ def deep_tier_b_ingredients(subject: Subject, saturation: bool = False) -> DeepT
         worst = int(gap.argmax())
         eps = float(gap[worst])
         hi = float((gap + gap_err).max())
-        scalars["confidence_gap"] = (eps, max(eps - float(gap_err[worst]), 1e-300), min(hi, 1.0))
+        lo = max(eps - float(gap_err[worst]), 1e-300)  # ε > 0; a 0 gap rounds up to 1e-300
+        hi = max(min(hi, 1.0), lo)
+        scalars["confidence_gap"] = (min(max(eps, lo), hi), lo, hi)
     return DeepTierBIngredients(scalars, layers, bounded)
 
 
