@@ -260,3 +260,14 @@ def test_depth_not_applicable_reasons():
     assert "ReLU" in cd.depth_reason(subject(relu, 4))
     head = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3), nn.Tanh()).double()
     assert "raw logits" in cd.depth_reason(subject(head, 4, k=3))
+
+
+@pytest.mark.parametrize("sizes", [[3, 4, 3], [3, 4, 4, 3]], ids=["L1", "L2"])
+def test_zero_confidence_gap_gives_a_valid_interval(sizes):
+    """p_y rounds to exactly 1 (gap 0): ε's interval was [1e-300, 2e-308] (empty) before."""
+    net = deep(sizes, "tanh", seed=0, scale=3.0, out_scale=1e4)
+    s = subject(net, 5, labels=lambda m, x: m(x).argmax(1))
+    est = bc.measure(s, ["closed_form.tier_b_sat_lambda_max", "hessian.lambda_max"])
+    b = est["closed_form.tier_b_sat_lambda_max"]
+    assert 0 <= b.lower <= b.value <= b.upper < math.inf
+    assert b.lower >= est["hessian.lambda_max"].upper
