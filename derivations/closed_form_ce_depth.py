@@ -62,6 +62,7 @@ from boundcheck.core.formulas.closed_form_depth import (  # noqa: F401
     XJI,
 )
 
+from .closed_form_ce import _frobenius, _named, _pairing, _sum_steps
 from .proof import Derivation, Step
 
 SOURCE = ("setting of Y. Omae, Y. Sakai, H. Kakimoto, M. Sasaki, S. Sakai, Y. Takahashi, "
@@ -76,21 +77,6 @@ def _mat(name: str, rows: int, cols: int) -> sympy.Matrix:
 
 def _vec(name: str, size: int) -> sympy.Matrix:
     return sympy.Matrix(size, 1, lambda r, _: sympy.Symbol(f"{name}_{r}", real=True))
-
-
-def _named(name: str) -> sympy.Symbol:
-    return sympy.Symbol(name, real=True)
-
-
-def _pairing(lhs: sympy.Matrix, rhs: sympy.Matrix, tag: str) -> tuple[sympy.Expr, sympy.Expr]:
-    """A matrix identity as one scalar identity Σ w_e lhs_e = Σ w_e rhs_e (fresh w_e)."""
-    w = sympy.symbols(f"w_{tag}_0:{len(lhs)}", real=True)
-    return (sum(wi * e for wi, e in zip(w, lhs, strict=True)),
-            sum(wi * e for wi, e in zip(w, rhs, strict=True)))
-
-
-def _frobenius(x: sympy.Matrix, y: sympy.Matrix) -> sympy.Expr:
-    return sum(x[i] * y[i] for i in range(len(x)))
 
 
 # --- per-sample factors and the block assembly ----------------------------------------------
@@ -273,20 +259,6 @@ BLOCK_CASES = (((2, 2, 2, 2), (False, False, False)), ((2, 2, 2, 2), (True, True
                ((1, 2, 2, 2, 2), (False, False, False, False)),
                ((1, 2, 1, 2, 2), (True, False, True, True)))
 PAIR_CASES = (((2, 2, 2, 2), (True, True, True)), ((1, 2, 1, 2, 2), (True, False, True, False)))
-
-
-def _sum_steps() -> list[Step]:
-    n = 3
-    mats = [sympy.Matrix(2, 2, lambda r, c, t=t: sympy.Symbol(f"h_{t}{min(r, c)}{max(r, c)}",
-                                                              real=True)) for t in range(n)]
-    total = sum(mats, sympy.zeros(2, 2)) / n
-    return [
-        Step("tr H = (1/n) Σ_i tr H_i (n = 3)", total.trace(),
-             sum(m.trace() for m in mats) / n, because="H = (1/n) Σ_i H_i, trace is linear"),
-        Step("‖H‖_F² = n⁻² Σ_{i,j} ⟨H_i,H_j⟩ (n = 3)", _frobenius(total, total),
-             sum(_frobenius(a, b) for a in mats for b in mats) / n**2,
-             because="bilinearity of the Frobenius inner product"),
-    ]
 
 
 def _steps() -> tuple[Step, ...]:

@@ -44,8 +44,13 @@ from boundcheck.core.estimate import UNIT_ROUNDOFF
 from boundcheck.core.subject import Subject
 from boundcheck.engines.closed_form import (
     ArchitectureMismatch,
+    ClosedFormTraces,
     _gamma,
     _max_cosine,
+    _with_rel,
+    check_subject,
+    confidence_gap,
+    softmax_errors,
     softmax_factors,
     subject_data,
 )
@@ -83,12 +88,7 @@ class DeepNet:
 
 def deep_net(subject: object) -> DeepNet:
     """Read the layers off the subject; raises :class:`ArchitectureMismatch`."""
-    if not isinstance(subject, Subject):
-        raise ArchitectureMismatch("T2 needs a network subject (model, data, loss), not a bare "
-                                   "matrix")
-    if subject.loss_fn.kind != "cross_entropy":
-        raise ArchitectureMismatch(f"T2 is derived for softmax cross-entropy; the loss is "
-                                   f"{subject.loss_fn.description}")
+    check_subject(subject)
     structure = sequential_structure(subject.net)
     if isinstance(structure, str):
         if "frozen" in structure:
@@ -193,15 +193,9 @@ def deep_primitives(net: DeepNet, x: torch.Tensor, y: torch.Tensor, with_errors:
     prim = DeepPrimitives(x, tuple(acts_out), tuple(s1s), tuple(s2s), g, amat, net.weights, bias)
     if not with_errors:
         return prim, None
-    k = logits.shape[1]
     dlog = (_gamma(w.shape[1] + 1) * (a.abs() @ w.T.abs() + (b.abs() if b is not None else 0.0))
             + da @ w.T.abs())
-    worst = dlog.max(dim=1, keepdim=True).values
-    rel_p = torch.where(worst <= 0.25, 2.6 * worst, torch.full_like(worst, math.inf)) \
-        + (k + 6) * U
-    tiny = torch.finfo(torch.float64).tiny
-    dg = (rel_p + (k + 2) * U) * g.abs() + tiny
-    da_mat = (2 * rel_p.unsqueeze(2) + (k + 2) * U) * amat.abs() + tiny
+    dg, da_mat = softmax_errors(dlog, g, amat)
     err = DeepPrimitives(torch.zeros_like(x), tuple(errs_a), tuple(errs_s1), tuple(errs_s2),
                          dg, da_mat, tuple(torch.zeros_like(w) for w in net.weights), bias)
     return prim, err
@@ -328,22 +322,8 @@ def pair_flops(n: int, widths: list[int], k: int) -> float:
     return float(n) * n * (per_pair + widths[0] + 1)
 
 
-@dataclass(frozen=True)
-class DeepTraces:
-    """tr H and ‖H‖_F² with absolute error bounds (like ClosedFormTraces, at depth L)."""
-
-    trace: float
-    fro2: float
-    trace_error: float
-    fro2_error: float
-    num_params: int
-    n: int
-    route: str
-    seconds: float
-
-
 def deep_traces(net: DeepNet, x: torch.Tensor, y: torch.Tensor,
-                with_errors: bool = True) -> DeepTraces:
+                with_errors: bool = True) -> ClosedFormTraces:
     """Exact tr H and ‖H‖_F² for the mean cross-entropy over (x, y), with rounding bounds."""
     start = time.perf_counter()
     x = x.to(torch.float64)
@@ -360,11 +340,11 @@ def deep_traces(net: DeepNet, x: torch.Tensor, y: torch.Tensor,
         g = _gamma(64 + 4 * depth_ops + 2 * n)
         trace_err = ((hi_t - lo_t) + 3 * g * hi_t) / n
         fro2_err = ((hi_f - lo_f) + 3 * g * hi_f) / n**2
-    return DeepTraces(trace, fro2, trace_err, fro2_err, net.num_params, n,
+    return ClosedFormTraces(trace, fro2, trace_err, fro2_err, net.num_params, n,
                       f"depth-{net.depth} Gram", time.perf_counter() - start)
 
 
-def subject_deep_traces(subject: Subject, with_errors: bool = True) -> DeepTraces:
+def subject_deep_traces(subject: Subject, with_errors: bool = True) -> ClosedFormTraces:
     x, y = subject_data(subject)
     net = deep_net(subject)
     _check_forward(net, subject, x)
@@ -392,10 +372,6 @@ class DeepTierBIngredients:
     @property
     def depth(self) -> int:
         return len(self.layers["W_spectral"]) - 1
-
-
-def _with_rel(value: float, rel: float) -> tuple[float, float, float]:
-    return value, value * (1 - rel), value * (1 + rel)
 
 
 def deep_tier_b_ingredients(subject: Subject, saturation: bool = False) -> DeepTierBIngredients:
@@ -436,14 +412,7 @@ def deep_tier_b_ingredients(subject: Subject, saturation: bool = False) -> DeepT
         layers["bias"].append((float(b is not None),) * 3)
     if saturation:
         prim, err = deep_primitives(net, x, y, with_errors=True)
-        gap = (-prim.g.gather(1, y.view(-1, 1))).squeeze(1)
-        gap_err = err.g.gather(1, y.view(-1, 1)).squeeze(1)
-        worst = int(gap.argmax())
-        eps = float(gap[worst])
-        hi = float((gap + gap_err).max())
-        lo = max(eps - float(gap_err[worst]), 1e-300)  # ε > 0; a 0 gap rounds up to 1e-300
-        hi = max(min(hi, 1.0), lo)
-        scalars["confidence_gap"] = (min(max(eps, lo), hi), lo, hi)
+        scalars["confidence_gap"] = confidence_gap(prim.g, err.g, y)
     return DeepTierBIngredients(scalars, layers, bounded)
 
 

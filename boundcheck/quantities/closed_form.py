@@ -33,8 +33,8 @@ def _architecture(ctx: Context) -> cf.TwoLayerNet | cd.DeepNet:
     return ctx.artifact("closed_form.architecture", build)
 
 
-def _traces(ctx: Context) -> cf.ClosedFormTraces | cd.DeepTraces:
-    def build() -> cf.ClosedFormTraces | cd.DeepTraces:
+def _traces(ctx: Context) -> cf.ClosedFormTraces:
+    def build() -> cf.ClosedFormTraces:
         net = _architecture(ctx)
         if isinstance(net, cd.DeepNet):
             widths = [w.shape[1] for w in net.weights]
