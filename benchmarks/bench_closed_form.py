@@ -4,7 +4,8 @@ ladder on trained nets, and Tier B against orthogonality and width.
     python benchmarks/bench_closed_form.py timing [--readme]   # closed form vs Lanczos
     python benchmarks/bench_closed_form.py ladder              # exact λ_max → k=4 → … → Tier B
     python benchmarks/bench_closed_form.py tier-b              # Tier B vs ρ and width
-    python benchmarks/bench_closed_form.py depth               # depth L: cost, slack vs L, ρ
+    python benchmarks/bench_closed_form.py depth               # depth L: cost against exact
+    python benchmarks/bench_closed_form.py depth-slack         # depth L: slack vs L, ρ, training
 
 One torch thread, float64. ``--readme`` appends (or replaces) the section "Closed form (T2)"
 of benchmarks/README.md, re-reading the file right before writing.
@@ -318,9 +319,44 @@ def depth_table(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+DEPTH_SLACK_QUANTITIES = ["hessian.lambda_max", "closed_form.ws_lambda_max",
+                          "closed_form.tier_b_lambda_max", "closed_form.tier_b_sat_lambda_max"]
+
+
+def depth_slack_rows() -> list[dict]:
+    """Bound / λ_max at L = 1, 2, 3 and ρ ∈ {0, 0.9, 0.999} (32 samples in R^40, radius 3, 4
+    classes, width-16 tanh), at initialisation and after 300 Adam steps."""
+    rows = []
+    for trained in (False, True):
+        for depth in (1, 2, 3):
+            for rho in (0.0, 0.9, 0.999):
+                x, y = orthogonal(32, 40, rho, classes=4, radius=3.0, seed=0)
+                net = mlp([40, *([16] * depth), 4], "tanh", seed=0)
+                if trained:
+                    train(net, x, y, recipe=Recipe(optimizer="adam", lr=0.01, steps=300),
+                          progress=False)
+                est = bc.measure(bc.Subject(net, (x, y), "cross_entropy"),
+                                 DEPTH_SLACK_QUANTITIES)
+                lam = est["hessian.lambda_max"].value
+                rows.append({"trained": trained, "L": depth, "rho": rho, "lambda_max": lam,
+                             **{q: est[q].value / lam for q in DEPTH_SLACK_QUANTITIES[1:]}})
+    return rows
+
+
+def depth_slack_table(rows: list[dict]) -> str:
+    head = ("| params | L | ρ | λ_max | WS (Tier A) / λ_max | Tier B / λ_max | "
+            "Tier B(ε) / λ_max |\n|---|---:|---:|---:|---:|---:|---:|\n")
+    return head + "\n".join(
+        f"| {'trained' if r['trained'] else 'init'} | {r['L']} | {r['rho']} | "
+        f"{r['lambda_max']:.3g} | {r['closed_form.ws_lambda_max']:.2f} | "
+        f"{r['closed_form.tier_b_lambda_max']:.3g} | "
+        f"{r['closed_form.tier_b_sat_lambda_max']:.3g} |" for r in rows) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["timing", "ladder", "tier-b", "depth", "all"])
+    parser.add_argument("what", choices=["timing", "ladder", "tier-b", "depth", "depth-slack",
+                                           "all"])
     parser.add_argument("--readme", action="store_true")
     parser.add_argument("--ladder-n", type=int, default=1797)
     parser.add_argument("--ladder-steps", type=int, default=1500)
@@ -352,6 +388,13 @@ def main() -> None:
                      "layer-block Hessian (boundcheck.engines.sequential_hessian) then its trace "
                      "and Frobenius norm; Lanczos as above. Ratios measured side by side in "
                      "one process.\n\n" + depth_table(rows))
+    if args.what in ("depth-slack", "all"):
+        rows = depth_slack_rows()
+        parts.append("### Depth L: slack against depth, ρ and training\n\n"
+                     "Produced by `python benchmarks/bench_closed_form.py depth-slack`. "
+                     "`data.orthogonal` (32 samples in R^40, radius 3, 4 classes), MLP "
+                     "40→16→…→4 tanh with L hidden layers, at initialisation and after 300 Adam "
+                     "steps (lr 0.01).\n\n" + depth_slack_table(rows))
     if args.what in ("ladder", "all"):
         rows = ladder_rows(args.ladder_n, args.ladder_steps)
         for r in rows:
