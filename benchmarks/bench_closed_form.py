@@ -4,6 +4,8 @@ ladder on trained nets, and Tier B against orthogonality and width.
     python benchmarks/bench_closed_form.py timing [--readme]   # closed form vs Lanczos
     python benchmarks/bench_closed_form.py ladder              # exact λ_max → k=4 → … → Tier B
     python benchmarks/bench_closed_form.py tier-b              # Tier B vs ρ and width
+    python benchmarks/bench_closed_form.py depth               # depth L: cost against exact
+    python benchmarks/bench_closed_form.py depth-slack         # depth L: slack vs L, ρ, training
 
 One torch thread, float64. ``--readme`` appends (or replaces) the section "Closed form (T2)"
 of benchmarks/README.md, re-reading the file right before writing.
@@ -264,9 +266,97 @@ def machine() -> str:
             f", Python {platform.python_version()}, float64; load average {load:.2f} at start")
 
 
+# --- depth L -------------------------------------------------------------------------------
+DEPTH_CASES = [  # (n, D, h, L, K)
+    (64, 32, 16, 1, 10), (64, 32, 16, 2, 10), (64, 32, 16, 3, 10), (64, 32, 16, 4, 10),
+    (256, 32, 16, 2, 10), (256, 32, 32, 3, 10), (1024, 32, 16, 2, 10),
+]
+
+
+def depth_timing_row(n: int, d: int, h: int, depth: int, k: int) -> dict:
+    """Closed form at depth L against the exact layer-block Hessian (tr, ‖·‖_F², eigvalsh)
+    and against Lanczos λ_max, side by side in one process."""
+    from boundcheck.engines import closed_form_depth as cd
+    from boundcheck.engines.sequential_hessian import exact_dense_hessian
+
+    x, y = gaussian_mixture(n, d, k, seed=0)
+    subject = bc.Subject(mlp([d, *([h] * depth), k], "tanh", seed=0), (x, y), "cross_entropy")
+    net, (xs, ys) = cd.deep_net(subject), cf.subject_data(subject)
+    cd.deep_traces(net, xs[:4], ys[:4])  # warm-up: code generation
+    t_cf, res = timed(lambda: cd.deep_traces(net, xs, ys, with_errors=False), 2)
+    t_cf_err, _ = timed(lambda: cd.deep_traces(net, xs, ys, with_errors=True))
+    op = HessianOperator(subject)
+    t_lz, lz = timed(lambda: extreme_eigenvalue(op, "largest", rel_tol=1e-6, seed=0))
+    row = {"n": n, "h": h, "L": depth, "K": k, "P": subject.num_params, "closed_form_s": t_cf,
+           "closed_form_err_s": t_cf_err, "lanczos_s": t_lz, "lambda_max": lz.value,
+           "ws_bound": cf.ws_upper(res.trace, res.fro2, res.num_params),
+           "tier_b": cd.deep_tier_b_point(subject)}
+    if subject.num_params <= 3000:
+        def exact_route():
+            hm = exact_dense_hessian(subject).matrix
+            return float(torch.trace(hm)), float((hm * hm).sum())
+
+        row["exact_s"], (tr, f2) = timed(exact_route)
+        row["exact_rel_diff"] = max(abs(tr - res.trace) / abs(tr), abs(f2 - res.fro2) / f2)
+    return row
+
+
+def depth_table(rows: list[dict]) -> str:
+    head = ("| n | h | L | K | P | closed form (s) | + error bars (s) | exact blocks tr, ‖·‖_F "
+            "(s) | Lanczos λ_max (s) | exact / closed form | Lanczos / closed form | "
+            "WS / λ_max | Tier B / λ_max |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    lines = []
+    for r in rows:
+        ex = f"{r['exact_s']:.3f}" if "exact_s" in r else "—"
+        ratio = f"{r['exact_s'] / r['closed_form_s']:.1f}" if "exact_s" in r else "—"
+        lines.append(f"| {r['n']} | {r['h']} | {r['L']} | {r['K']} | {r['P']} | "
+                     f"{r['closed_form_s']:.3f} | {r['closed_form_err_s']:.3f} | {ex} | "
+                     f"{r['lanczos_s']:.2f} | {ratio} | "
+                     f"{r['lanczos_s'] / r['closed_form_s']:.1f} | "
+                     f"{r['ws_bound'] / r['lambda_max']:.2f} | "
+                     f"{r['tier_b'] / r['lambda_max']:.3g} |")
+    return head + "\n".join(lines) + "\n"
+
+
+DEPTH_SLACK_QUANTITIES = ["hessian.lambda_max", "closed_form.ws_lambda_max",
+                          "closed_form.tier_b_lambda_max", "closed_form.tier_b_sat_lambda_max"]
+
+
+def depth_slack_rows() -> list[dict]:
+    """Bound / λ_max at L = 1, 2, 3 and ρ ∈ {0, 0.9, 0.999} (32 samples in R^40, radius 3, 4
+    classes, width-16 tanh), at initialisation and after 300 Adam steps."""
+    rows = []
+    for trained in (False, True):
+        for depth in (1, 2, 3):
+            for rho in (0.0, 0.9, 0.999):
+                x, y = orthogonal(32, 40, rho, classes=4, radius=3.0, seed=0)
+                net = mlp([40, *([16] * depth), 4], "tanh", seed=0)
+                if trained:
+                    train(net, x, y, recipe=Recipe(optimizer="adam", lr=0.01, steps=300),
+                          progress=False)
+                est = bc.measure(bc.Subject(net, (x, y), "cross_entropy"),
+                                 DEPTH_SLACK_QUANTITIES)
+                lam = est["hessian.lambda_max"].value
+                rows.append({"trained": trained, "L": depth, "rho": rho, "lambda_max": lam,
+                             **{q: est[q].value / lam for q in DEPTH_SLACK_QUANTITIES[1:]}})
+    return rows
+
+
+def depth_slack_table(rows: list[dict]) -> str:
+    head = ("| params | L | ρ | λ_max | WS (Tier A) / λ_max | Tier B / λ_max | "
+            "Tier B(ε) / λ_max |\n|---|---:|---:|---:|---:|---:|---:|\n")
+    return head + "\n".join(
+        f"| {'trained' if r['trained'] else 'init'} | {r['L']} | {r['rho']} | "
+        f"{r['lambda_max']:.3g} | {r['closed_form.ws_lambda_max']:.2f} | "
+        f"{r['closed_form.tier_b_lambda_max']:.3g} | "
+        f"{r['closed_form.tier_b_sat_lambda_max']:.3g} |" for r in rows) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["timing", "ladder", "tier-b", "all"])
+    parser.add_argument("what", choices=["timing", "ladder", "tier-b", "depth", "depth-slack",
+                                           "all"])
     parser.add_argument("--readme", action="store_true")
     parser.add_argument("--ladder-n", type=int, default=1797)
     parser.add_argument("--ladder-steps", type=int, default=1500)
@@ -287,6 +377,24 @@ def main() -> None:
                      "gradient graph); eigsh: scipy ARPACK on the same products (tol 1e-6); "
                      "dense: all P columns by HVPs + eigvalsh (P ≤ 3000).\n\n"
                      + timing_table(rows) + "\n" + timing_summary(rows))
+    if args.what in ("depth", "all"):
+        rows = [depth_timing_row(*case) for case in DEPTH_CASES]
+        for r in rows:
+            print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+        parts.append("### Depth L: cost and slack\n\n"
+                     "Produced by `python benchmarks/bench_closed_form.py depth`. MLP "
+                     "D→h→…→h→K tanh (L hidden layers) at initialisation, Gaussian mixture, "
+                     "cross-entropy. Closed form: T2 Tier A at depth L (best of 2); exact: the "
+                     "layer-block Hessian (boundcheck.engines.sequential_hessian) then its trace "
+                     "and Frobenius norm; Lanczos as above. Ratios measured side by side in "
+                     "one process.\n\n" + depth_table(rows))
+    if args.what in ("depth-slack", "all"):
+        rows = depth_slack_rows()
+        parts.append("### Depth L: slack against depth, ρ and training\n\n"
+                     "Produced by `python benchmarks/bench_closed_form.py depth-slack`. "
+                     "`data.orthogonal` (32 samples in R^40, radius 3, 4 classes), MLP "
+                     "40→16→…→4 tanh with L hidden layers, at initialisation and after 300 Adam "
+                     "steps (lr 0.01).\n\n" + depth_slack_table(rows))
     if args.what in ("ladder", "all"):
         rows = ladder_rows(args.ladder_n, args.ladder_steps)
         for r in rows:

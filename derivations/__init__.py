@@ -11,6 +11,7 @@ quantity named by ``Theorem.applies_to``.
 
 FAMILIES = ("derivations.wolkowicz_styan",
             "derivations.closed_form_ce", "derivations.closed_form_ce_tier_b",
+            "derivations.closed_form_ce_depth", "derivations.closed_form_ce_depth_tier_b",
             "derivations.trace_moments",
             "derivations.input_gradient", "derivations.local_sensitivity",
             "derivations.network_sensitivity", "derivations.volume",

@@ -447,7 +447,7 @@ def _at_least_two(values, subject) -> str | None:
 
 CLOSED_FORM_WS = Theorem(
     id="hessian.closed_form_ws_lambda_max",
-    title="Closed-form Wolkowicz–Styan λ_max bound (CE, one smooth hidden layer; T2 Tier A)",
+    title="Closed-form Wolkowicz–Styan λ_max bound (CE, L ≥ 1 smooth hidden layers; T2 Tier A)",
     lhs=lam_max, rhs=WS_RHS,
     symbols={lam_max: "hessian.lambda_max", trace_h: "closed_form.trace",
              fro2_h: "closed_form.fro2", P: "hessian.dim"},
@@ -455,10 +455,11 @@ CLOSED_FORM_WS = Theorem(
     assumptions=(Assumption("P >= 2", "the Hessian has at least two eigenvalues",
                             _at_least_two, ("hessian.dim",)),),
     slack="difference", family="hessian.closed_form",
-    notes="f(x) = Vσ(Wx+b)+c with σ ∈ {tanh, sigmoid, softplus, GELU (erf), identity} and "
-          "softmax cross-entropy; tr H and ‖H‖_F² from per-sample factors and n×n Gram "
-          "matrices, no Hessian-vector product.",
-    applies_to="closed_form.hidden_width",
+    notes="f(x) = Vσ(Wx+b)+c (derived here) or L ≥ 2 hidden layers "
+          "W_{L+1}σ(…σ(W_1x+b_1)…)+b_{L+1} (derivations/closed_form_ce_depth.py), σ ∈ {tanh, "
+          "sigmoid, softplus, GELU (erf), identity}, softmax cross-entropy; tr H and ‖H‖_F² "
+          "from per-sample factors and n×n Gram matrices, no Hessian-vector product.",
+    applies_to="closed_form.depth",
 )
 
 THEOREMS = (CLOSED_FORM_WS,)

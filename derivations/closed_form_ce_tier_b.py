@@ -74,16 +74,18 @@ bound_b_sat = sympy.Symbol(r"B_{\mathrm{T2B},\varepsilon}", real=True)
 
 _NOTES = ("B = min(route 1: Wolkowicz–Styan maximised over the box of norm-level bounds on "
           "tr H and ‖H‖_F²; route 2: the 2×2 block bound λ_max([[μ̄Λ_X/n, β],[β, λ_AÂ²]])); "
-          "see derivations/closed_form_ce_tier_b.py. The right side is measured as the "
+          "see derivations/closed_form_ce_tier_b.py; at depth L ≥ 2 the same two routes over "
+          "per-layer norms, route 2 with the (L+1)×(L+1) layer-block norm matrix "
+          "(derivations/closed_form_ce_depth_tier_b.py). The right side is measured as the "
           "quantity with an interval from interval evaluation over its ingredients.")
 
 TIER_B = Theorem(
     id="hessian.tier_b_lambda_max",
-    title="Parameter-level λ_max bound (CE, one smooth hidden layer; T2 Tier B, norms only)",
+    title="Parameter-level λ_max bound (CE, L ≥ 1 smooth hidden layers; T2 Tier B, norms only)",
     lhs=lam_max, rhs=bound_b,
     symbols={lam_max: "hessian.lambda_max", bound_b: "closed_form.tier_b_lambda_max"},
     source=SOURCE, slack="ratio", family="hessian.closed_form", notes=_NOTES,
-    applies_to="closed_form.hidden_width",
+    applies_to="closed_form.depth",
 )
 TIER_B_SAT = Theorem(
     id="hessian.tier_b_sat_lambda_max",
@@ -92,7 +94,7 @@ TIER_B_SAT = Theorem(
     lhs=lam_max, rhs=bound_b_sat,
     symbols={lam_max: "hessian.lambda_max", bound_b_sat: "closed_form.tier_b_sat_lambda_max"},
     source=SOURCE, slack="ratio", family="hessian.closed_form", notes=_NOTES,
-    applies_to="closed_form.hidden_width",
+    applies_to="closed_form.depth",
 )
 THEOREMS = (TIER_B, TIER_B_SAT)
 

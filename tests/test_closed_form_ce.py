@@ -211,7 +211,8 @@ class Custom(nn.Module):
 @pytest.mark.parametrize("make, words", [
     (lambda: _subject(mlp([3, 4, 3], "relu")), "ReLU"),
     (lambda: _subject(mlp([3, 4, 3], "tanh"), loss="mse"), "cross-entropy"),
-    (lambda: _subject(mlp([3, 4, 4, 3], "tanh")), "one hidden layer"),
+    (lambda: _subject(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.ReLU(),
+                                    nn.Linear(4, 3))), "ReLU"),  # depth 2 applies since #17
     (lambda: _subject(nn.Sequential(nn.Linear(3, 4), nn.GELU(approximate="tanh"),
                                     nn.Linear(4, 3))), "approximate"),
     (lambda: _subject(Custom()), "nn.Sequential"),

@@ -68,14 +68,19 @@ def _forward_order(structure: SequentialMLP) -> list[nn.Module]:
             for m in (lin, *acts)]
 
 
-def two_layer_net(subject: object) -> TwoLayerNet:
-    """Read ``W, b, V, c, σ`` off the subject; raises :class:`ArchitectureMismatch`."""
+def check_subject(subject: object) -> None:
+    """A network subject with softmax cross-entropy, else :class:`ArchitectureMismatch`."""
     if not isinstance(subject, Subject):
         raise ArchitectureMismatch("T2 needs a network subject (model, data, loss), not a bare "
                                    "matrix")
     if subject.loss_fn.kind != "cross_entropy":
         raise ArchitectureMismatch(f"T2 is derived for softmax cross-entropy; the loss is "
                                    f"{subject.loss_fn.description}")
+
+
+def two_layer_net(subject: object) -> TwoLayerNet:
+    """Read ``W, b, V, c, σ`` off the subject; raises :class:`ArchitectureMismatch`."""
+    check_subject(subject)
     net = subject.net
     structure = sequential_structure(net)
     if isinstance(structure, str):
@@ -169,6 +174,21 @@ def softmax_factors(logits: torch.Tensor, y: torch.Tensor
     return p, g, a
 
 
+def softmax_errors(dlog: torch.Tensor, g: torch.Tensor, amat: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Error bounds on g and A from logit error bounds ``dlog`` (n, K)."""
+    k = g.shape[1]
+    worst = dlog.max(dim=1, keepdim=True).values
+    # p_k = e^{f_k}/Σ_l e^{f_l}: logit errors ≤ δ move p_k by a factor within e^{±2δ}, and
+    # e^{2δ} − 1 ≤ 2.6δ for δ ≤ ¼ (convexity); softmax's own rounding adds (K + 6)u
+    rel_p = torch.where(worst <= 0.25, 2.6 * worst, torch.full_like(worst, math.inf)) \
+        + (k + 6) * U
+    tiny = torch.finfo(torch.float64).tiny
+    dg = (rel_p + (k + 2) * U) * g.abs() + tiny
+    da_mat = (2 * rel_p.unsqueeze(2) + (k + 2) * U) * amat.abs() + tiny
+    return dg, da_mat
+
+
 def primitives(net: TwoLayerNet, x: torch.Tensor, y: torch.Tensor,
                with_errors: bool = True) -> tuple[Primitives, Primitives | None]:
     """The per-sample primitives and (optionally) bounds on their absolute rounding errors."""
@@ -185,7 +205,6 @@ def primitives(net: TwoLayerNet, x: torch.Tensor, y: torch.Tensor,
     if not with_errors:
         return prim, None
     d, h = x.shape[1], a.shape[1]
-    k = logits.shape[1]
     dz = _gamma(d + 1) * (x.abs() @ net.W.T.abs() + (net.b.abs() if net.b is not None else 0.0))
     ev = 8 * U  # a few ulps per elementary-function evaluation
     da = act.sup_d1 * dz + ev * a.abs()
@@ -194,14 +213,7 @@ def primitives(net: TwoLayerNet, x: torch.Tensor, y: torch.Tensor,
     dlog = (_gamma(h + 1) * (a.abs() @ net.V.T.abs() + (net.c.abs() if net.c is not None
                                                          else 0.0))
             + da @ net.V.T.abs())
-    worst = dlog.max(dim=1, keepdim=True).values
-    # p_k = e^{f_k}/Σ_l e^{f_l}: logit errors ≤ δ move p_k by a factor within e^{±2δ}, and
-    # e^{2δ} − 1 ≤ 2.6δ for δ ≤ ¼ (convexity); softmax's own rounding adds (K + 6)u
-    rel_p = torch.where(worst <= 0.25, 2.6 * worst, torch.full_like(worst, math.inf)) \
-        + (k + 6) * U
-    tiny = torch.finfo(torch.float64).tiny
-    dg = (rel_p + (k + 2) * U) * g.abs() + tiny
-    da_mat = (2 * rel_p.unsqueeze(2) + (k + 2) * U) * amat.abs() + tiny
+    dg, da_mat = softmax_errors(dlog, g, amat)
     zeros_x = torch.zeros_like(xt)
     dat = torch.cat([da, torch.zeros(n, 1, dtype=x.dtype)], 1) if net.c is not None else da
     err = Primitives(zeros_x, dat, da, ds1, ds2, dg, da_mat, torch.zeros_like(net.V))
@@ -377,6 +389,18 @@ def _max_cosine(x: torch.Tensor) -> float:
     return min(best, 1.0)
 
 
+def confidence_gap(g: torch.Tensor, g_err: torch.Tensor, y: torch.Tensor
+                   ) -> tuple[float, float, float]:
+    """ε = max_i (1 − p_{i,y_i}) as (value, lower, upper), from g = p − e_y and its error."""
+    gap = (-g.gather(1, y.view(-1, 1))).squeeze(1)  # 1 − p_y, stably
+    gap_err = g_err.gather(1, y.view(-1, 1)).squeeze(1)
+    worst = int(gap.argmax())
+    eps = float(gap[worst])
+    lo = max(eps - float(gap_err[worst]), 1e-300)  # ε > 0; a 0 gap rounds up to 1e-300
+    hi = max(min(float((gap + gap_err).max()), 1.0), lo)
+    return min(max(eps, lo), hi), lo, hi
+
+
 def tier_b_ingredients(subject: Subject, saturation: bool = False) -> TierBIngredients:
     net = two_layer_net(subject)
     x, y = subject_data(subject)
@@ -408,12 +432,7 @@ def tier_b_ingredients(subject: Subject, saturation: bool = False) -> TierBIngre
     }
     if saturation:
         prim, err = primitives(net, x, y, with_errors=True)
-        gap = (-prim.g.gather(1, y.view(-1, 1))).squeeze(1)  # 1 − p_y, stably
-        gap_err = err.g.gather(1, y.view(-1, 1)).squeeze(1)
-        worst = int(gap.argmax())
-        eps = float(gap[worst])
-        hi = float((gap + gap_err).max())
-        vals["confidence_gap"] = (eps, max(eps - float(gap_err[worst]), 1e-300), min(hi, 1.0))
+        vals["confidence_gap"] = confidence_gap(prim.g, err.g, y)
     return TierBIngredients(vals, math.isfinite(act.sup_abs))
 
 

@@ -1,5 +1,7 @@
 """T2 quantities: closed-form tr H and ‖H‖_F² (Tier A), the Wolkowicz–Styan bound built
-from them, and the norm-level Tier B bounds — for f(x) = Vσ(Wx+b)+c with cross-entropy.
+from them, and the norm-level Tier B bounds — for f(x) = Vσ(Wx+b)+c with cross-entropy
+(:mod:`boundcheck.engines.closed_form`) and for L ≥ 2 hidden smooth layers
+(:mod:`boundcheck.engines.closed_form_depth`; one hidden layer keeps the one-layer engine).
 
 Each raises :class:`NotApplicableError` (verdict NOT_APPLICABLE, with the reason) on any
 other architecture or loss. The bounds are Estimates whose interval comes from interval
@@ -11,17 +13,35 @@ from __future__ import annotations
 from boundcheck.core import intervals
 from boundcheck.core.estimate import Estimate
 from boundcheck.engines import closed_form as cf
+from boundcheck.engines import closed_form_depth as cd
 from boundcheck.quantities.registry import Context, NotAffordableError, NotApplicableError, quantity
+
+
+def _architecture(ctx: Context) -> cf.TwoLayerNet | cd.DeepNet:
+    """The one-hidden-layer reading when it applies, else the depth-L one (or NOT_APPLICABLE
+    with the depth-L reader's reason)."""
+    def build():
+        try:
+            return cf.two_layer_net(ctx.subject)
+        except cf.ArchitectureMismatch:
+            pass
+        try:
+            return cd.deep_net(ctx.subject)
+        except cf.ArchitectureMismatch as err:
+            raise NotApplicableError(str(err)) from err
+
+    return ctx.artifact("closed_form.architecture", build)
 
 
 def _traces(ctx: Context) -> cf.ClosedFormTraces:
     def build() -> cf.ClosedFormTraces:
-        try:
-            net = cf.two_layer_net(ctx.subject)
-        except cf.ArchitectureMismatch as err:
-            raise NotApplicableError(str(err)) from err
-        k, h = net.V.shape
-        flops = cf.pair_flops(ctx.subject.n, net.W.shape[1], h, k)
+        net = _architecture(ctx)
+        if isinstance(net, cd.DeepNet):
+            widths = [w.shape[1] for w in net.weights]
+            flops = cd.pair_flops(ctx.subject.n, widths, net.weights[-1].shape[0])
+        else:
+            k, h = net.V.shape
+            flops = cf.pair_flops(ctx.subject.n, net.W.shape[1], h, k)
         if flops > ctx.budget.max_closed_form_flops:
             raise NotAffordableError(
                 f"the closed form's n² Gram work (~{flops:.1e} multiply-adds for n = "
@@ -29,6 +49,8 @@ def _traces(ctx: Context) -> cf.ClosedFormTraces:
                 f"{ctx.budget.max_closed_form_flops:.1e}; Lanczos/Hutchinson estimates are "
                 "O(n) per product and cheaper here")
         try:
+            if isinstance(net, cd.DeepNet):
+                return cd.subject_deep_traces(ctx.subject)
             return cf.subject_traces(ctx.subject)
         except cf.ArchitectureMismatch as err:
             raise NotApplicableError(str(err)) from err
@@ -63,6 +85,15 @@ def _hidden_width(ctx: Context) -> Estimate:
     return Estimate.exact(float(net.V.shape[1]), 0.0, "the architecture's hidden layer")
 
 
+@quantity("closed_form.depth", "L, the number of hidden layers of a smooth net "
+          "f = W_{L+1}σ(…σ(W_1x+b_1)…)+b_{L+1} with cross-entropy (NOT_APPLICABLE with the "
+          "reason for any other architecture or loss)", "L")
+def _depth(ctx: Context) -> Estimate:
+    net = _architecture(ctx)
+    depth = net.depth if isinstance(net, cd.DeepNet) else 1
+    return Estimate.exact(float(depth), 0.0, "the architecture's hidden layers")
+
+
 @quantity("closed_form.ws_lambda_max", "Wolkowicz–Styan λ_max bound from the closed-form "
           "traces (T2 Tier A)", r"B_{\mathrm{T2A}}")
 def _ws(ctx: Context) -> Estimate:
@@ -81,12 +112,20 @@ def _ws(ctx: Context) -> Estimate:
 
 
 def _tier_b(ctx: Context, saturation: bool) -> Estimate:
+    net = _architecture(ctx)
     try:
-        ing = cf.tier_b_ingredients(ctx.subject, saturation)
+        if isinstance(net, cd.DeepNet):
+            deep = cd.deep_tier_b_ingredients(ctx.subject, saturation)
+            value, lo, hi = cd.deep_tier_b_bound(deep)
+            details = {name: v[0] for name, v in deep.scalars.items()}
+            details.update({f"{name}_{i + 1}": v[0] for name, vs in deep.layers.items()
+                            for i, v in enumerate(vs)})
+        else:
+            ing = cf.tier_b_ingredients(ctx.subject, saturation)
+            value, lo, hi = cf.tier_b_bound(ing)
+            details = {name: v[0] for name, v in ing.values.items()}
     except cf.ArchitectureMismatch as err:
         raise NotApplicableError(str(err)) from err
-    value, lo, hi = cf.tier_b_bound(ing)
-    details = {name: v[0] for name, v in ing.values.items()}
     what = "norms and ε = max_i(1 − p_{i,y_i})" if saturation else "norms only"
     return Estimate(value, lo, hi, "exact", f"T2 Tier B ({what}), interval evaluation",
                     details=details)
