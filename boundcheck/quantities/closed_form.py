@@ -75,16 +75,6 @@ def _fro2(ctx: Context) -> Estimate:
     return est.clamp_below(0.0)
 
 
-@quantity("closed_form.hidden_width", "h, the hidden width of a one-hidden-layer smooth net "
-          "f = Vσ(Wx+b)+c (NOT_APPLICABLE with the reason for any other architecture)", "h")
-def _hidden_width(ctx: Context) -> Estimate:
-    try:
-        net = cf.two_layer_net(ctx.subject)
-    except cf.ArchitectureMismatch as err:
-        raise NotApplicableError(str(err)) from err
-    return Estimate.exact(float(net.V.shape[1]), 0.0, "the architecture's hidden layer")
-
-
 @quantity("closed_form.depth", "L, the number of hidden layers of a smooth net "
           "f = W_{L+1}σ(…σ(W_1x+b_1)…)+b_{L+1} with cross-entropy (NOT_APPLICABLE with the "
           "reason for any other architecture or loss)", "L")
