@@ -271,3 +271,29 @@ def test_zero_confidence_gap_gives_a_valid_interval(sizes):
     b = est["closed_form.tier_b_sat_lambda_max"]
     assert 0 <= b.lower <= b.value <= b.upper < math.inf
     assert b.lower >= est["hessian.lambda_max"].upper
+
+
+@pytest.mark.parametrize("margin", [None, 25.0], ids=["plain", "saturated"])
+def test_depth_two_closed_form_contains_the_40_digit_traces(margin):
+    """tr H and ‖H‖_F² of a two-hidden-layer tanh net from the depth-L closed form against a
+    40-digit hyper-dual Hessian (saturated softmax included): inside the closed form's own
+    rounding interval, and that interval within 1e-10 relative."""
+    import mpmath
+    from test_sequential_hessian import mp_hessian_entry, saturated_problem
+
+    mpmath.mp.dps = 40
+    net, x, y = saturated_problem([2, 2, 2, 3], margin, n=3, seed=4)
+    subject = bc.Subject(net, (x, y), "cross_entropy")
+    base = [mpmath.mpf(float(v)) for v in subject.flat_params()]
+    p = len(base)
+    ref = [[None] * p for _ in range(p)]
+    for i in range(p):
+        for j in range(i, p):
+            ref[i][j] = ref[j][i] = mp_hessian_entry(net, x, y, base, i, j)
+    ref_trace = mpmath.fsum(ref[i][i] for i in range(p))
+    ref_fro2 = mpmath.fsum(ref[i][j] ** 2 for i in range(p) for j in range(p))
+    est = bc.measure(subject, ["closed_form.trace", "closed_form.fro2"])
+    for name, truth in (("closed_form.trace", ref_trace), ("closed_form.fro2", ref_fro2)):
+        e = est[name]
+        assert mpmath.mpf(e.lower) <= truth <= mpmath.mpf(e.upper), (name, e, truth)
+        assert e.upper - e.lower <= 1e-10 * abs(float(truth)), (name, e)
