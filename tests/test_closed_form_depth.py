@@ -233,7 +233,14 @@ def _module(act):
 
 # --- soundness (small; benchmarks/stress_closed_form_depth.py runs ≥ 10,000 cases) -----------
 def test_bounds_above_lambda_max_on_random_deep_nets():
-    from benchmarks.stress_closed_form_depth import run
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "stress_closed_form_depth.py"
+    spec = importlib.util.spec_from_file_location("stress_closed_form_depth", script)
+    stress = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stress)
+    run = stress.run
 
     out = run(8, seed=123)
     assert out["failures"] == 0, out["failed"]

@@ -81,10 +81,18 @@ def test_cli_bad_input(capsys):
     assert "budget must be positive" in capsys.readouterr().err
 
 
+# The search's subject families cannot reach these: T9's sampled identities are statistical
+# (a search over many subjects meets the 1 − confidence misses, so a counterexample would need
+# confirmation on fresh samples), T10 needs a GD trajectory and KR held-out data. Their own
+# test files plant false variants.
+SEARCHABLE = [t.id for t in bc.theorems() if t.family not in ("projection", "stability")
+              and t.id != "lipschitz.kr_cross_entropy"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("theorem", [t.id for t in bc.theorems()])
+@pytest.mark.parametrize("theorem", SEARCHABLE)
 def test_every_theorem_true_and_planted(theorem, tmp_path):
-    """Every registered theorem: no counterexample to it; its first ``constant`` variant
+    """Every searchable theorem: no counterexample to it; its first ``constant`` variant
     falsified where a tight subject exists (T2 Tier B has none: its slack is 20–2,400×).
     T12 evaluations take ~2 s each (an SDP bisection), so its budget is overrun."""
     report = falsify(theorem, budget=4, seed=2)

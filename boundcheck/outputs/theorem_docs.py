@@ -87,7 +87,8 @@ def _quantity_description(name: str) -> str:
 def _theorem_section(t: Theorem) -> list[str]:
     lines = [f"### `{t.id}`: {t.title}", "", f"    {t.unicode()}", "",
              f"LaTeX: `{t.latex()}`", "", "where"]
-    for sym, q in t.symbols.items():
+    # sorted: a symbols mapping built from a set would list in hash order, run to run
+    for sym, q in sorted(t.symbols.items(), key=lambda item: item[0].name):
         name = typeset.latex_to_unicode(sym.name) if typeset.is_latex_name(sym.name) \
             else sym.name
         desc = _quantity_description(q)

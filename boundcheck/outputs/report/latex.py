@@ -30,7 +30,7 @@ FRAGMENT_TABLE_ROWS = 12
 # Quantity tables are listed per run up to this many runs (beyond: the JSON has them).
 MAX_QUANTITY_TABLES = 4
 VERDICTS = {"HOLDS": r"\textsc{holds}", "VIOLATED": r"\textbf{\textsc{violated}}",
-            "INCONCLUSIVE": r"\textsc{inconclusive}", "NOT_APPLICABLE": r"\textsc{n/a}"}
+            "INCONCLUSIVE": r"\textsc{incon\-clusive}", "NOT_APPLICABLE": r"\textsc{n/a}"}
 
 VERDICT_WORDS = {"HOLDS": "hold", "VIOLATED": r"\textbf{violated}", "INCONCLUSIVE": "inconcl.",
                  "NOT_APPLICABLE": "n/a"}

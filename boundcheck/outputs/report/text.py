@@ -37,7 +37,9 @@ _TEXT_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{"
                  "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                  "\\": r"\textbackslash{}", "–": "--", "—": "---", "’": "'", "‘": "`",
                  "“": "``", "”": "''", "…": r"\dots{}", "<": r"\textless{}",
-                 ">": r"\textgreater{}", "|": r"\textbar{}"}
+                 ">": r"\textgreater{}", "|": r"\textbar{}",
+                 **{c: rf"\textsubscript{{{d}}}" for c, d in zip("₀₁₂₃₄₅₆₇₈₉", "0123456789",
+                                                                  strict=True)}}
 
 _WORD = r"(?:\{[^}]*\}|[A-Za-z0-9]+(?![A-Za-z0-9]))"  # whole words only: no backtracking
 _SUB = r"_" + _WORD
