@@ -219,6 +219,7 @@ def scratch_repo(tmp_path, monkeypatch):
     bc.unregister("user.lambda_max")
 
 
+@pytest.mark.slow
 def test_scratch_repository_end_to_end(scratch_repo, capsys):
     check = ["check", "bounds.toml", "--baseline", "ci/baseline.json", "--import",
              "mytheorems.py", "-q"]
@@ -278,6 +279,7 @@ def broken_quantity():
     QUANTITIES.pop("test.crashes")
 
 
+@pytest.mark.slow
 def test_check_architecture_never_crashes(broken_quantity):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(20, 3, generator=g), torch.randint(0, 2, (20,), generator=g)

@@ -198,6 +198,7 @@ def test_unwritable_output_folders_are_refused_before_training(tmp_path, capsys,
     assert f"output folder {read_only} is not writable: Read-only file system" in err, err
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_same_folder_is_refused(tmp_path, capsys, no_training):
     cfg = tmp_path / "long.toml"
     cfg.write_text(SMALL.replace("steps = 150", "steps = 100000"))

@@ -44,6 +44,7 @@ def dense_reference(subject):
 
 
 # --- the derivation -------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("step", tier_a.DERIVATION.steps, ids=lambda s: s.name[:60])
 def test_tier_a_step(step):
     step.verify()
@@ -61,6 +62,7 @@ def _at_random_integers(step: Step, rhs) -> Step:
     return Step(step.name, lhs, rhs, substitutions=point)
 
 
+@pytest.mark.slow
 def test_a_wrong_pair_formula_is_caught():
     """The pair step fails if the cross-block coefficient 2 is replaced by 1."""
     step = next(s for s in tier_a.DERIVATION.steps if s.name.startswith("⟨H_i,H_j⟩_F = Φ_ij (the"))
@@ -112,6 +114,7 @@ def test_activation_derivatives_match_autograd(module):
 
 
 # --- Tier A against dense Hessians ------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=25)
 @given(d=st.integers(1, 5), h=st.integers(1, 6), k=st.integers(2, 5), n=st.integers(1, 12),
        act=st.sampled_from(sorted(ACTIVATIONS)), bias=st.booleans(),

@@ -132,6 +132,7 @@ def test_tier_a_block_step(case):
     tier_a._blocks_step(*case).verify()
 
 
+@pytest.mark.slow
 def test_a_wrong_pair_formula_is_caught():
     """Dropping the (δ·δ)⟨E,E⟩ term, or the factor 2 on the off-diagonal blocks, fails."""
     widths, biases = (1, 2, 2, 2), (True, False, True)
@@ -232,6 +233,7 @@ def _module(act):
 
 
 # --- soundness (small; benchmarks/stress_closed_form_depth.py runs ≥ 10,000 cases) -----------
+@pytest.mark.slow
 def test_bounds_above_lambda_max_on_random_deep_nets():
     import importlib.util
     from pathlib import Path

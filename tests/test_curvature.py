@@ -147,6 +147,7 @@ def test_dense_hessian_of_mlps(hidden, act, loss, cuts, seed):
     assert close(HessianOperator(subject).dense(), reference_hessian(subject))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stride,padding", [(2, 1), (1, 0), (3, 2)])
 def test_dense_hessian_of_a_cnn(stride, padding):
     subject = cnn_subject(stride=stride, padding=padding)
@@ -219,6 +220,7 @@ def dense_truth(subject: bc.Subject) -> dict[str, float]:
             "hessian.eigenvalue_std": ((ev - m) ** 2).mean() ** 0.5}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [lambda: mlp_subject(7, (6, 12, 4), "tanh", n=40),
                                   lambda: cnn_subject(8, n=12),
                                   lambda: attention_subject(9, n=10)],

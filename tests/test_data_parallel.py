@@ -53,6 +53,7 @@ def _worker(rank: int, world: int, init: str, out: str, generic: bool) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("generic", [False, True], ids=["r-operator", "autograd"])
 def test_two_gloo_processes_give_the_numbers_of_one(tmp_path, generic):
     out = tmp_path / "rank0.json"

@@ -110,6 +110,7 @@ def test_critical_value_table_reproduces_by_simulation():
 
 
 # --- coverage --------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SPECTRA))
 def test_hutchinson_coverage(name):
     a = SPECTRA[name]()
@@ -235,6 +236,7 @@ LANCZOS_SPECTRA = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(LANCZOS_SPECTRA))
 def test_lanczos_interval_coverage(name):
     """Both ends, 15 seeds each: the Ritz side never crosses λ (certified); the statistical

@@ -40,6 +40,7 @@ def test_finds_a_certified_counterexample_to_a_planted_variant(theorem, plant, t
     assert record["result"]["verdict"] == "VIOLATED" and "--replay" in record["replay"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("theorem", TRUE)
 def test_finds_no_counterexample_to_a_true_theorem(theorem, tmp_path):
     report = falsify(theorem, budget=1.0, seed=1, out=tmp_path)
@@ -51,6 +52,7 @@ def test_finds_no_counterexample_to_a_true_theorem(theorem, tmp_path):
     assert replay(theorem, path).verdict == report.best.result.verdict
 
 
+@pytest.mark.slow
 def test_t1_tightest_instance_is_tight():
     # T1 is attained (N = 2, or rank one): the search gets within rounding of equality
     report = falsify("hessian.ws_lambda_max", budget=1.5, seed=0)

@@ -64,6 +64,7 @@ def allowed(n: int, confidence: float) -> int:
 CASES = [(k, d) for k in ("random", "rank_one") for d in (torch.float64, torch.float32)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "dtype"), CASES)
 def test_coverage_fast(kind, dtype):
     n = 40

@@ -102,6 +102,7 @@ def test_lipsdp_exact_for_a_linear_net():
     assert exact <= res.value <= exact * 1.01
 
 
+@pytest.mark.slow
 @settings(max_examples=4, deadline=None)
 @given(st.integers(0, 10**6), st.sampled_from(["tanh", "relu", "sigmoid", "gelu"]))
 def test_lipsdp_above_brute_force_lipschitz(seed, act):

@@ -167,6 +167,7 @@ def test_variance_table_regenerates(kind):
 TRUE_IDS = [t.id for t in rp.THEOREMS if t.id != "projection.extreme_plane_shows_saddle"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["rank_one", "indefinite"])
 def test_true_identities_are_violated_at_most_at_the_nominal_rate(name):
     conf, runs = 0.9, 120

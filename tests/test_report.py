@@ -166,6 +166,7 @@ def test_templates_fail_loudly_on_missing_fields():
         _environment().from_string("((( run.missing_field )))").render(run={})
 
 
+@pytest.mark.slow
 def test_fragment_is_tables_and_figures_only(sweep_report):
     frag = render_latex(sweep_report, standalone=False)
     assert r"\documentclass" not in frag and r"\section" not in frag

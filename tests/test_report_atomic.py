@@ -78,6 +78,7 @@ def old_and_new(tmp_path_factory):
     return base, versions
 
 
+@pytest.mark.slow
 def test_a_crash_between_any_two_renames_leaves_a_whole_report(old_and_new, tmp_path,
                                                                monkeypatch):
     """Every state the swap passes through: a crash after the k-th rename, for every k."""

@@ -41,6 +41,7 @@ def _spectrum(seed: int, dim: int = 400) -> torch.Tensor:
     return (q * lam) @ q.T
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [8, 25, 60])
 def test_lanczos_stopped_by_the_clock_still_covers(expire_after, steps):
     misses = 0

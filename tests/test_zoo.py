@@ -47,6 +47,7 @@ def test_outputs_batch_by_k_and_subject_accepts_it(name):
     assert subject.num_params == sum(p.numel() for p in net.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_engine_hessian_matches_brute_force(name):
     """The dense Hessian through each architecture (double backward through convolutions,
