@@ -28,6 +28,7 @@ def measure(subject, quantities: Iterable[str], *, confidence: float = 0.99, see
     if unknown:
         raise KeyError(f"unknown quantities {unknown}; known: {', '.join(sorted(QUANTITIES))}")
     ctx = Context(subject, confidence=confidence, seed=seed, budget=budget or Budget())
+    ctx.planned.update(names)
     return {name: ctx.get(name) for name in names}
 
 
@@ -58,6 +59,9 @@ def verify_one(theorem: Theorem, ctx: Context) -> TheoremResult:
     for name, est in current.estimates.items():  # share what was measured exactly
         if est.kind == "exact":
             ctx.estimates.setdefault(name, est)
+    spectrum = current.cached("hessian.dense_spectrum")  # a refinement built: later theorems
+    if spectrum is not None:  # take it for free (boundcheck.quantities.routes)
+        ctx._artifacts.setdefault("hessian.dense_spectrum", spectrum)
     return result
 
 
@@ -74,6 +78,7 @@ def _with(ctx: Context, budget: Budget, confidence: float, seed: int) -> Context
     if budget is ctx.budget and confidence == ctx.confidence and seed == ctx.seed:
         return ctx
     fresh = Context(ctx.subject, confidence=confidence, seed=seed, budget=budget)
+    fresh.planned = ctx.planned
     fresh.estimates = {k: v for k, v in ctx.estimates.items() if v.kind == "exact"}
     fresh._artifacts = ctx._artifacts if budget is ctx.budget else {
         k: v for k, v in ctx._artifacts.items() if k.startswith(EXACT_ARTIFACTS)}
@@ -128,6 +133,10 @@ def verify(subject, theorems=None, *, confidence: float = 0.99, seed: int = 0,
     chosen = select(theorems)
     ctx = context or Context(subject, confidence=confidence, seed=seed,
                              budget=budget or Budget())
+    for t in chosen:  # what the routes weigh one dense spectrum against (quantities.routes)
+        ctx.planned.update(t.needs)
+        if isinstance(t.applies_to, str):
+            ctx.planned.add(t.applies_to)
     start = time.perf_counter()
     results = [verify_one(t, ctx) for t in chosen]
     return Results(
