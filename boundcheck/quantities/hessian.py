@@ -1,5 +1,8 @@
 """Loss-Hessian quantities: exact from the dense Hessian when ``P ≤ Budget.max_dense_params``,
 otherwise matrix-free estimators with intervals (never NotAffordableError for size alone).
+Within the dense budget, λ_max, λ_min and the spread s², s take the route
+:func:`boundcheck.quantities.routes.choose` picks (``Budget.route``; the cheaper of the dense
+spectrum and the matrix-free estimator by a cost model), recorded in the estimate's details.
 
 Rounding model for "exact": the dense Hessian H̃ from autograd differs from H by a symmetric
 perturbation E. We bound ``‖E‖_F ≤ 2‖H̃ − H̃ᵀ‖_F + 8·u·P·‖H̃‖_F`` (the measured asymmetry is
