@@ -171,3 +171,30 @@ def test_matrix_subjects_are_routed_and_planted_violations_found_on_every_route(
             assert res.verdict == bc.Verdict.VIOLATED, (route, res.reason)
     finally:
         bc.unregister(violated.id)
+
+
+class _Skip(torch.nn.Module):
+    """Not a sequential MLP: traces go through the dense diagonal or estimators."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner, self.outer = torch.nn.Linear(6, 6), torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.outer(torch.tanh(self.inner(x)) + x)
+
+
+def test_interval_route_never_labels_an_estimate_exact():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (32,), generator=g)
+    subject = bc.Subject(_Skip(), (x, y))
+    names = ["hessian.trace", "residual.trace", "hessian.lambda_max"]
+    exact = bc.measure(subject, names, budget=Budget(route="exact"))
+    budget = Budget(route="interval", trace_rel_half_width=0.05, max_probes=20)
+    est = bc.measure(subject, names, budget=budget)
+    for name in names:
+        assert exact[name].kind == "exact"
+        assert est[name].kind == "statistical", (name, est[name].method)
+        assert est[name].contains(exact[name].value), name
