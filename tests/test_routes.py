@@ -106,6 +106,14 @@ def test_budget_route_is_validated_and_refinement_goes_exact():
     assert Budget(route="interval").tightened().route == "interval"
 
 
+def test_a_hutchinson_route_that_cannot_reach_its_target_is_no_route():
+    capped = Context(larger(), budget=Budget(max_probes=500))  # ±1% needs ~13,000 probes
+    choice = choose(capped, "hessian.moment_2")
+    assert choice.dense and "needs more than max_probes" in choice.reason
+    loose = Context(larger(), budget=Budget(trace_rel_half_width=0.2, max_probes=500))
+    assert not choose(loose, "hessian.moment_2").dense  # ±20%: ~35 probes
+
+
 def test_lanczos_prediction_is_near_the_measured_counts():
     # issue 18: 40–78 products at rel_tol 1e-6 on the benchmark MLPs
     for p in (964, 2058, 73738):
