@@ -18,9 +18,13 @@ variance and spread, the trace moments μ_j and T12's bounds from them) ask :fun
   route runs if affordable, and only then.
 
 The cost model, in seconds on one CPU thread (the choice uses only their ratios, reported in
-Hessian-vector products). Constants measured by ``benchmarks/calibrate_routes.py``
-(torch 2.13 CPU, float64, 1 thread, best of 2–3 repeats, load average ≈ 2.3 on 2 shared
-cores), by least squares over the cases it prints:
+Hessian-vector products' time). Constants measured in one run of
+``benchmarks/calibrate_routes.py`` (torch 2.13 CPU, float64, 1 thread, best of 2–3 repeats;
+load average 6 on 2 shared cores, so every time is ~2× a quiet machine's, alike), by
+non-negative least squares relative to each case's time over the cases it prints. Checked
+against the routes' measured crossover (``benchmarks/bench_routes.py``, n = 512): at P = 154
+dense was 1.3× faster (predicted 1.3×), at P = 330 they tied (predicted: Lanczos by 1.07×),
+at P = 538 and 778 Lanczos was 1.7× and 3× faster (predicted 1.8× and 3.0×).
 
 * a product ``H v``: ``PRODUCT_FIXED + PRODUCT_PER_NP · n·P`` (R-operator products of MLPs
   20→h→h→10 tanh, cross-entropy, n = 128–2048, P = 778–6154); products of networks that are
@@ -28,10 +32,12 @@ cores), by least squares over the cases it prints:
   times that, and n·P undercounts the work of convolutions (so their dense route looks
   dearer than it is: the choice errs towards the interval, which ``verify`` refines).
   A :class:`MatrixSubject`'s product is a GEMV, ``MATRIX_PRODUCT_PER_P2 · P²``.
-* the dense Hessian: by layer blocks ``LAYER_DENSE_PER_NP2 · n·P²`` for sequential MLPs
-  (:mod:`boundcheck.engines.sequential_hessian`), else P autograd products (one a column);
-  then ``eigvalsh`` ``EIGVALSH_PER_P3 · P³`` (LAPACK syevd, values only, random SPD matrices
-  P = 500–3000); each λ bracket adds a Cholesky check ``CHOLESKY_PER_P3 · P³``.
+* the dense Hessian: by layer blocks ``LAYER_DENSE_FIXED + (LAYER_DENSE_PER_P2 +
+  LAYER_DENSE_PER_NP2 · n)·P²`` for sequential MLPs
+  (:mod:`boundcheck.engines.sequential_hessian`, the same MLPs, P = 154–6154), else P
+  autograd products (one a column); then ``eigvalsh`` ``EIGVALSH_PER_P2 · P² +
+  EIGVALSH_PER_P3 · P³`` (LAPACK, values only, random SPD matrices P = 200–3000); each λ
+  bracket adds a Cholesky check ``CHOLESKY_PER_P3 · P³``.
 * Lanczos (:func:`boundcheck.engines.estimators.lanczos.extreme_eigenvalue`, two runs): each
   step a product plus ``LANCZOS_STEP_FIXED + LANCZOS_PER_JP · j·P`` of its own work (step j
   re-orthogonalises twice against j vectors; measured on a diagonal operator, P = 2000 and
@@ -60,15 +66,18 @@ from boundcheck.engines.sequential import subject_structure
 from boundcheck.quantities.registry import Context
 
 # seconds, 1 thread; see the module docstring for how each was measured
-PRODUCT_FIXED = 1.2e-4
-PRODUCT_PER_NP = 4.0e-10
+PRODUCT_FIXED = 4.5e-4
+PRODUCT_PER_NP = 8.1e-10
 AUTOGRAD_FACTOR = 1.25  # sequential R-operator products measured 0.76–0.86× autograd's
-MATRIX_PRODUCT_PER_P2 = 5.0e-10
-LAYER_DENSE_PER_NP2 = 7.7e-11
-EIGVALSH_PER_P3 = 3.6e-11
-CHOLESKY_PER_P3 = 7.4e-12
-LANCZOS_STEP_FIXED = 1.9e-4
-LANCZOS_PER_JP = 6.0e-9
+MATRIX_PRODUCT_PER_P2 = 1.7e-10
+LAYER_DENSE_FIXED = 3.1e-2  # its rounding bound's activation grid and block bounds
+LAYER_DENSE_PER_P2 = 9.3e-9
+LAYER_DENSE_PER_NP2 = 1.9e-10
+EIGVALSH_PER_P2 = 1.2e-7
+EIGVALSH_PER_P3 = 7.8e-11
+CHOLESKY_PER_P3 = 1.9e-11
+LANCZOS_STEP_FIXED = 4.9e-4
+LANCZOS_PER_JP = 1.6e-8
 # The prior spectrum before any product: λ_1 = 1, λ_min = PRIOR_BOTTOM and a relative gap
 # (λ_1 − λ_2)/(λ_2 − λ_min) = PRIOR_GAP, which predicts 40–60 products at rel_tol 1e-6 for
 # P = 10³–10⁵, the counts measured on the benchmark MLPs (benchmarks/README.md, issue 18).
@@ -141,11 +150,13 @@ def dense_seconds(ctx: Context) -> tuple[float, str]:
     if ctx.cached("hessian.dense_spectrum") is not None:
         return 0.0, "the dense spectrum is already built"
     p = ctx.subject.num_params
-    eig = EIGVALSH_PER_P3 * p**3
+    eig = EIGVALSH_PER_P2 * p**2 + EIGVALSH_PER_P3 * p**3
     if isinstance(ctx.subject, MatrixSubject):
         return eig, "eigvalsh"
     if _sequential(ctx):
-        return LAYER_DENSE_PER_NP2 * ctx.subject.n * p * p + eig, "layer blocks + eigvalsh"
+        per_entry = LAYER_DENSE_PER_P2 + LAYER_DENSE_PER_NP2 * ctx.subject.n
+        build = LAYER_DENSE_FIXED + per_entry * p * p
+        return build + eig, "layer blocks + eigvalsh"
     return p * product_seconds(ctx) + eig, f"{p:,} products + eigvalsh"
 
 
