@@ -13,24 +13,14 @@ against the dense route's eigvalsh value.
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import time
 
 import torch
+from bench_closed_form import timed as best  # benchmarks/ is on the path (run as a script)
 from torch import nn
 
 import boundcheck as bc
 from boundcheck.harness.models import mlp
-
-
-def best(f, repeats: int):
-    t, out = math.inf, None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = f()
-        t = min(t, time.perf_counter() - start)
-    return t, out
 
 
 def subject(h: int) -> bc.Subject:
