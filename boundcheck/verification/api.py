@@ -38,7 +38,8 @@ def verify_one(theorem: Theorem, ctx: Context) -> TheoremResult:
     Round k = 0, 1, … measures the theorem's statistical inputs at failure probability
     ``(1 − confidence)·6/(π²(k+1)²)`` (these sum to less than ``1 − confidence``, so the stated
     confidence holds for whichever round's answer is reported); round k ≥ 1 re-measures with
-    a tightened budget (:meth:`Budget.tightened`) and fresh probes (seed + k). Exact
+    a tightened budget (:meth:`Budget.tightened`, where route "auto" becomes "exact": the
+    dense spectrum runs only now, and only if affordable) and fresh probes (seed + k). Exact
     estimates and budget-independent intermediates are kept.
     """
     delta = 1.0 - ctx.confidence
