@@ -24,6 +24,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg.device = args.device
     if args.time_limit is not None:
         cfg.budget.time_limit_s = args.time_limit
+    if args.route is not None:
+        cfg.budget.route = args.route
     from boundcheck.verification.registry import select
 
     select(cfg.theorems)  # an unknown theorem id fails here, before any training
@@ -140,6 +142,8 @@ def _cmd_falsify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from boundcheck.quantities.registry import ROUTES
+
     parser = argparse.ArgumentParser(
         prog="boundcheck",
         description="Verify theorems about neural-network loss landscapes on real networks.")
@@ -154,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=_time_limit, metavar="SECONDS",
                    help="per measured quantity: estimators stop there and report the interval "
                         "reached (the theorem is then INCONCLUSIVE with that reason)")
+    p.add_argument("--route", choices=ROUTES,
+                   help="spectral quantities (λ_max, λ_min, spread, moments): the cheaper of "
+                        "dense and matrix-free by a cost model (auto, the default; refinement "
+                        "rounds go exact), dense whenever P ≤ max_dense_params (exact), or "
+                        "never dense (interval); also [budget] route in the TOML")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--device", help="cpu (default) or cuda[:N]: where training and "
                    "measurement run")

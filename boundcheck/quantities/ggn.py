@@ -19,6 +19,7 @@ from boundcheck.engines.curvature import GaussNewton, hessian_operator
 from boundcheck.engines.estimators import stream_seed
 from boundcheck.engines.estimators.trace import CRITICAL_ALPHAS, residual_trace
 from boundcheck.quantities.registry import Context, NotAffordableError, NotApplicableError, quantity
+from boundcheck.quantities.routes import dense_allowed
 
 U = UNIT_ROUNDOFF["float64"]
 
@@ -56,7 +57,7 @@ def _ggn_trace(ctx: Context) -> Estimate:
 @quantity("residual.trace", "tr R = tr H − tr G", r"\operatorname{tr} R")
 def _residual_trace(ctx: Context) -> Estimate:
     g = gauss_newton(ctx)
-    if ctx.subject.num_params <= ctx.budget.max_dense_params:
+    if dense_allowed(ctx):  # (Budget.route "interval": tr H may be an estimate, not exact)
         h = ctx.get("hessian.trace")
         t = ctx.get("ggn.trace")
         value = h.value - t.value

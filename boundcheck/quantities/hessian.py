@@ -1,5 +1,8 @@
 """Loss-Hessian quantities: exact from the dense Hessian when ``P ≤ Budget.max_dense_params``,
 otherwise matrix-free estimators with intervals (never NotAffordableError for size alone).
+Within the dense budget, λ_max, λ_min and the spread s², s take the route
+:func:`boundcheck.quantities.routes.choose` picks (``Budget.route``; the cheaper of the dense
+spectrum and the matrix-free estimator by a cost model), recorded in the estimate's details.
 
 Rounding model for "exact": the dense Hessian H̃ from autograd differs from H by a symmetric
 perturbation E. We bound ``‖E‖_F ≤ 2‖H̃ − H̃ᵀ‖_F + 8·u·P·‖H̃‖_F`` (the measured asymmetry is
@@ -93,6 +96,7 @@ from boundcheck.quantities.registry import (
     NotApplicableError,
     quantity,
 )
+from boundcheck.quantities.routes import choose, dense_allowed, refusal
 
 U = UNIT_ROUNDOFF["float64"]
 
@@ -101,7 +105,8 @@ ETA = 2.0**-1074  # smallest subnormal: absolute rounding floor of every operati
 
 
 def dense_affordable(ctx: Context) -> bool:
-    return ctx.subject.num_params <= ctx.budget.max_dense_params
+    """P ≤ max_dense_params and Budget.route is not "interval" (:mod:`.routes`)."""
+    return dense_allowed(ctx)
 
 
 @dataclass(frozen=True)
@@ -126,10 +131,8 @@ class DenseSpectrum:
 def dense_spectrum(ctx: Context) -> DenseSpectrum:
     def build() -> DenseSpectrum:
         p = ctx.subject.num_params
-        if p > ctx.budget.max_dense_params:
-            raise NotAffordableError(
-                f"dense Hessian of {p} parameters exceeds max_dense_params="
-                f"{ctx.budget.max_dense_params}")
+        if not dense_allowed(ctx):
+            raise NotAffordableError(refusal(ctx))
         h, known_error = dense_hessian_with_error(ctx.subject)
         h = h.to(torch.float64)
         if not torch.isfinite(h).all():
@@ -210,22 +213,27 @@ def _centred_norm(d: DenseSpectrum) -> tuple[float, float]:
 
 @quantity("hessian.eigenvalue_variance", "s² = ‖H − mI‖_F² / P", "s^2")
 def _variance(ctx: Context) -> Estimate:
-    if not dense_affordable(ctx):
-        return matrix_free_variance(ctx)
+    route = choose(ctx, "hessian.eigenvalue_variance")
+    if not route.dense:
+        return route.stamp(matrix_free_variance(ctx), "centred Hutchinson")
     d = dense_spectrum(ctx)
     s, err = _centred_norm(d)
     lo, hi = max(s - err, 0.0), s + err
-    return scaled_estimate(s * s, max(hi * hi - s * s, s * s - lo * lo), d.scale, 2,
-                           "‖H − mI‖_F² / P from the dense Hessian").clamp_below(0.0)
+    return route.stamp(scaled_estimate(s * s, max(hi * hi - s * s, s * s - lo * lo), d.scale, 2,
+                                       "‖H − mI‖_F² / P from the dense Hessian"
+                                       ).clamp_below(0.0))
 
 
 @quantity("hessian.eigenvalue_std", "s = √(‖H − mI‖_F² / P), the eigenvalues' spread", "s")
 def _std(ctx: Context) -> Estimate:
-    if ctx.subject.num_params > ctx.budget.max_dense_params:
-        return std_from_variance(ctx.get("hessian.eigenvalue_variance"))
+    route = choose(ctx, "hessian.eigenvalue_std")
+    if not route.dense:
+        return route.stamp(std_from_variance(ctx.get("hessian.eigenvalue_variance")),
+                           "√ of the variance's route")
     d = dense_spectrum(ctx)
     s, err = _centred_norm(d)
-    return _scaled(s, err, d.scale, "‖H − mI‖_F / √P from the dense Hessian").clamp_below(0.0)
+    return route.stamp(_scaled(s, err, d.scale, "‖H − mI‖_F / √P from the dense Hessian"
+                               ).clamp_below(0.0))
 
 
 def std_from_variance(v: Estimate) -> Estimate:
@@ -265,16 +273,20 @@ def scaled_estimate(value: float, err: float, scale: float, power: int, method: 
 
 @quantity("hessian.lambda_max", "largest eigenvalue of H", r"\lambda_{\max}")
 def _lambda_max(ctx: Context) -> Estimate:
-    if not dense_affordable(ctx):
-        return _lanczos_eigenvalue(ctx, "largest", "hessian.lambda_max")
-    return _dense_extreme(dense_spectrum(ctx), largest=True)
+    return _extreme(ctx, "largest", "hessian.lambda_max")
 
 
 @quantity("hessian.lambda_min", "smallest eigenvalue of H", r"\lambda_{\min}")
 def _lambda_min(ctx: Context) -> Estimate:
-    if not dense_affordable(ctx):
-        return _lanczos_eigenvalue(ctx, "smallest", "hessian.lambda_min")
-    return _dense_extreme(dense_spectrum(ctx), largest=False)
+    return _extreme(ctx, "smallest", "hessian.lambda_min")
+
+
+def _extreme(ctx: Context, which: str, name: str) -> Estimate:
+    """The dense bracket or a Lanczos interval, whichever :func:`.routes.choose` picks."""
+    route = choose(ctx, name)
+    if route.dense:
+        return route.stamp(_dense_extreme(dense_spectrum(ctx), largest=which == "largest"))
+    return route.stamp(_lanczos_eigenvalue(ctx, which, name), "lanczos")
 
 
 def _dense_extreme(d: DenseSpectrum, largest: bool) -> Estimate:

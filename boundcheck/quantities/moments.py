@@ -1,16 +1,20 @@
 """Trace moments of the Hessian, μ_j = tr(H^j)/P, and T12's λ_max bounds from them.
 
-Exact path (P ≤ ``budget.max_dense_params``): from the dense spectrum, with each eigenvalue
-within ``eig_error`` of the true one (see :mod:`boundcheck.quantities.hessian`):
+Each takes the route :func:`boundcheck.quantities.routes.choose` picks (recorded in the
+estimate's details).
+
+Exact path (dense route, P ≤ ``budget.max_dense_params``): from the dense spectrum, with
+each eigenvalue within ``eig_error`` of the true one (see :mod:`boundcheck.quantities.hessian`):
 ``|λ^j − λ̃^j| ≤ (|λ̃| + e)^j − |λ̃|^j`` plus the summation's rounding. The moment bounds
 work in standardized units from the eigenvalues directly (centring before powering, so no
 cancellation), see :class:`boundcheck.engines.moment_bound.MomentBox`.
 
-Beyond the dense budget: μ_j by Hutchinson on ``vᵀH^j v`` (j Hessian-vector products per
-probe, calibrated interval at the context's confidence), and T12 from the interval box of
-μ_1..μ_4 (:meth:`MomentBox.from_raw_moments`); each bound is then statistical, with the
-union of the four moments' failure probabilities. Honest but wide: estimated moments rarely
-improve on T1 unless the budget is tightened (``trace_rel_half_width``).
+Matrix-free route (beyond the dense budget, or where cheaper): μ_j by Hutchinson on
+``vᵀH^j v`` (j Hessian-vector products per probe, calibrated interval at the context's
+confidence), and T12 from the interval box of μ_1..μ_4 (:meth:`MomentBox.from_raw_moments`);
+each bound is then statistical, with the union of the four moments' failure probabilities.
+Honest but wide: estimated moments rarely improve on T1 unless the budget is tightened
+(``trace_rel_half_width``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from boundcheck.engines.estimators.trace import hutchinson_trace
 from boundcheck.quantities.ggn import hessian_operator_of, require_calibrated_confidence
 from boundcheck.quantities.hessian import dense_spectrum, scaled_estimate
 from boundcheck.quantities.registry import Context, NotApplicableError, quantity
+from boundcheck.quantities.routes import choose
 
 U = UNIT_ROUNDOFF["float64"]
 
@@ -67,19 +72,17 @@ def _estimated_moment(ctx: Context, j: int) -> Estimate:
                     f"Hutchinson on vᵀH^{j}v, / P", t.confidence, t.details)
 
 
-def _dense(ctx: Context) -> bool:
-    return ctx.subject.num_params <= ctx.budget.max_dense_params
-
-
 def _moment(ctx: Context, j: int) -> Estimate:
-    if not _dense(ctx):
-        return _estimated_moment(ctx, j)
+    route = choose(ctx, f"hessian.moment_{j}")
+    if not route.dense:
+        return route.stamp(_estimated_moment(ctx, j), "hutchinson")
     lam, e, scale = _scaled_spectrum(ctx)
     mag = np.abs(lam)
     value = float(np.mean(lam**j))
     spread = float(np.mean((mag + e) ** j - mag**j))
     err = spread * (1 + 4 * U) + 2 * (lam.size + j + 4) * U * float(np.mean((mag + e) ** j))
-    return scaled_estimate(value, err, scale, j, f"mean of λ^{j} over the dense spectrum")
+    return route.stamp(scaled_estimate(value, err, scale, j,
+                                       f"mean of λ^{j} over the dense spectrum"))
 
 
 def _register_moment(j: int) -> None:
@@ -92,9 +95,9 @@ for _j in (1, 2, 3, 4):
     _register_moment(_j)
 
 
-def _bounds(ctx: Context) -> dict[int, mb.MomentBound]:
+def _bounds(ctx: Context, dense: bool) -> dict[int, mb.MomentBound]:
     def build() -> dict[int, mb.MomentBound]:
-        if not _dense(ctx):
+        if not dense:
             mus = [ctx.get(f"hessian.moment_{j}") for j in (1, 2, 3, 4)]
             box = mb.MomentBox.from_raw_moments(ctx.subject.num_params,
                                                 [m.lower for m in mus], [m.upper for m in mus])
@@ -104,7 +107,9 @@ def _bounds(ctx: Context) -> dict[int, mb.MomentBound]:
             raise NotApplicableError("N = 1: the moment bound needs at least two eigenvalues")
         return mb.lambda_max_bounds(mb.MomentBox.from_eigenvalues(lam, e, 4).rescaled(scale))
 
-    return ctx.artifact("moment_bound.bounds", build)
+    # only the dense bounds are budget-independent ("moment_bound" artifacts outlive a
+    # refinement round, boundcheck.verification.api.EXACT_ARTIFACTS)
+    return ctx.artifact("moment_bound.bounds" if dense else "estimated_moment_bounds", build)
 
 
 def _register_bound(k: int) -> None:
@@ -112,18 +117,21 @@ def _register_bound(k: int) -> None:
               f"T12: the tightest λ_max bound from N and μ_1..μ_{k} (certified outer "
               "relaxation)", rf"B_{k}")
     def _measure(ctx: Context) -> Estimate:
-        b = _bounds(ctx)[k]
-        if not _dense(ctx):
+        route = choose(ctx, f"moment_bound.lambda_max_k{k}")
+        b = _bounds(ctx, route.dense)[k]
+        if not route.dense:
             kind, confidence = combine_kind([ctx.get(f"hessian.moment_{j}")
                                              for j in range(1, k + 1)])
-            return Estimate(b.upper, b.lower, b.upper, kind,
-                            f"T12 moment relaxation, k = {k}, from estimated moments",
-                            confidence, details={"solver_value": b.solver_value,
-                                                 "ws_upper": b.ws_upper})
-        return Estimate(b.upper, b.lower, b.upper, "certified",
-                        f"T12 moment relaxation, k = {k} (cvxpy + interval certificate)",
-                        details={"solver_value": b.solver_value, "ws_upper": b.ws_upper,
-                                 **{key: v for key, v in b.details.items() if key != "units"}})
+            return route.stamp(Estimate(
+                b.upper, b.lower, b.upper, kind,
+                f"T12 moment relaxation, k = {k}, from estimated moments", confidence,
+                details={"solver_value": b.solver_value, "ws_upper": b.ws_upper}),
+                "estimated moments")
+        return route.stamp(Estimate(
+            b.upper, b.lower, b.upper, "certified",
+            f"T12 moment relaxation, k = {k} (cvxpy + interval certificate)",
+            details={"solver_value": b.solver_value, "ws_upper": b.ws_upper,
+                     **{key: v for key, v in b.details.items() if key != "units"}}))
 
 
 for _k in (2, 3, 4):

@@ -89,7 +89,8 @@ def quantity(name: str, description: str, latex: str = ""):
 
 TRACE_METHODS = ("auto", "hutchinson", "hutchpp", "control_variate", "finite_difference")
 PAPER_SUBSETS = ("first", "random")
-CHOICES = {"trace_method": TRACE_METHODS, "paper_subset": PAPER_SUBSETS}
+ROUTES = ("auto", "exact", "interval")  # boundcheck.quantities.routes
+CHOICES = {"trace_method": TRACE_METHODS, "paper_subset": PAPER_SUBSETS, "route": ROUTES}
 # 0: never dense / never refine / no ε in the papers' harmonic factor
 CAN_BE_ZERO = ("max_dense_params", "max_dense_operator_entries", "max_refinements",
                "paper_epsilon")
@@ -100,6 +101,10 @@ class Budget:
     """How much work measurement may do before it reports an interval instead."""
 
     max_dense_params: int = 6000
+    # dense spectrum or matrix-free interval (boundcheck.quantities.routes): "auto" the cheaper
+    # by a cost model (refinement rounds: "exact"), "exact" dense whenever P ≤
+    # max_dense_params, "interval" never the dense Hessian
+    route: str = "auto"
     jacobian_chunk_bytes: int = 2**28  # memory for one chunk of per-sample Jacobians
     conv_lanczos_steps: int = 200  # Lanczos steps for a convolution's operator norm
     max_dense_operator_entries: int = 2**22  # convolutions this small: dense SVD
@@ -153,9 +158,12 @@ class Budget:
     def tightened(self) -> Budget:
         """The budget of the next refinement round: 4× narrower traces (4× the probes and
         finite-difference directions), 10× tighter λ. The projection planes stay as they are
-        (their equality theorems are INCONCLUSIVE by nature; more planes would only cost)."""
+        (their equality theorems are INCONCLUSIVE by nature; more planes would only cost).
+        Route "auto" becomes "exact": the dense spectrum runs where the interval left a
+        theorem undecided and P ≤ max_dense_params (boundcheck.quantities.routes)."""
         return dataclasses.replace(
-            self, trace_rel_half_width=self.trace_rel_half_width / 4,
+            self, route="exact" if self.route == "auto" else self.route,
+            trace_rel_half_width=self.trace_rel_half_width / 4,
             max_probes=self.max_probes * 4, fd_trace_directions=self.fd_trace_directions * 4,
             lanczos_rel_tol=self.lanczos_rel_tol / 10,
             lanczos_max_iter=self.lanczos_max_iter * 2)
@@ -169,6 +177,9 @@ class Context:
     budget: Budget = field(default_factory=Budget)
     estimates: dict[str, Estimate] = field(default_factory=dict)
     failures: dict[str, Exception] = field(default_factory=dict)
+    # quantities this context is expected to measure (verify fills it from the theorems'
+    # needs): lets one dense spectrum be weighed against all the routes it would serve
+    planned: set[str] = field(default_factory=set)
     _artifacts: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ def measure(subject, quantities: Iterable[str], *, confidence: float = 0.99, see
     if unknown:
         raise KeyError(f"unknown quantities {unknown}; known: {', '.join(sorted(QUANTITIES))}")
     ctx = Context(subject, confidence=confidence, seed=seed, budget=budget or Budget())
+    ctx.planned.update(names)
     return {name: ctx.get(name) for name in names}
 
 
@@ -37,7 +38,8 @@ def verify_one(theorem: Theorem, ctx: Context) -> TheoremResult:
     Round k = 0, 1, … measures the theorem's statistical inputs at failure probability
     ``(1 − confidence)·6/(π²(k+1)²)`` (these sum to less than ``1 − confidence``, so the stated
     confidence holds for whichever round's answer is reported); round k ≥ 1 re-measures with
-    a tightened budget (:meth:`Budget.tightened`) and fresh probes (seed + k). Exact
+    a tightened budget (:meth:`Budget.tightened`, where route "auto" becomes "exact": the
+    dense spectrum runs only now, and only if affordable) and fresh probes (seed + k). Exact
     estimates and budget-independent intermediates are kept.
     """
     delta = 1.0 - ctx.confidence
@@ -58,6 +60,9 @@ def verify_one(theorem: Theorem, ctx: Context) -> TheoremResult:
     for name, est in current.estimates.items():  # share what was measured exactly
         if est.kind == "exact":
             ctx.estimates.setdefault(name, est)
+    spectrum = current.cached("hessian.dense_spectrum")  # a refinement built: later theorems
+    if spectrum is not None:  # take it for free (boundcheck.quantities.routes)
+        ctx._artifacts.setdefault("hessian.dense_spectrum", spectrum)
     return result
 
 
@@ -74,6 +79,7 @@ def _with(ctx: Context, budget: Budget, confidence: float, seed: int) -> Context
     if budget is ctx.budget and confidence == ctx.confidence and seed == ctx.seed:
         return ctx
     fresh = Context(ctx.subject, confidence=confidence, seed=seed, budget=budget)
+    fresh.planned = ctx.planned
     fresh.estimates = {k: v for k, v in ctx.estimates.items() if v.kind == "exact"}
     fresh._artifacts = ctx._artifacts if budget is ctx.budget else {
         k: v for k, v in ctx._artifacts.items() if k.startswith(EXACT_ARTIFACTS)}
@@ -128,6 +134,10 @@ def verify(subject, theorems=None, *, confidence: float = 0.99, seed: int = 0,
     chosen = select(theorems)
     ctx = context or Context(subject, confidence=confidence, seed=seed,
                              budget=budget or Budget())
+    for t in chosen:  # what the routes weigh one dense spectrum against (quantities.routes)
+        ctx.planned.update(t.needs)
+        if isinstance(t.applies_to, str):
+            ctx.planned.add(t.applies_to)
     start = time.perf_counter()
     results = [verify_one(t, ctx) for t in chosen]
     return Results(
