@@ -71,15 +71,15 @@ def test_intervals_contain_the_float64_truth(kind, loss, dtype):
 @pytest.mark.slow
 def test_intervals_contain_the_float64_truth_over_many_seeds():
     """Nominal 99% per interval (the eigenvalue ones are nearly certified in practice): over
-    8 configurations × 8 seeds × 3 quantities = 192 intervals, at most 4 misses (P(Bin(192,
-    0.01) > 4) ≈ 0.04; 0 were seen)."""
+    8 configurations × 6 seeds × 3 quantities = 144 intervals, at most 3 misses (P(Bin(144,
+    0.01) > 3) ≈ 0.06; 0 were seen)."""
     misses = total = 0
     for kind in ("mlp", "cnn"):
         for loss in ("cross_entropy", "mse"):
             for dtype in (torch.float32, torch.bfloat16):
-                m, t = _misses(kind, loss, dtype, range(100, 108))
+                m, t = _misses(kind, loss, dtype, range(100, 106))
                 misses, total = misses + m, total + t
-    assert total == 192 and misses <= 4, f"{misses} of {total} missed"
+    assert total == 144 and misses <= 3, f"{misses} of {total} missed"
 
 
 def _ops(kind: str, loss: str, dtype, seed: int = 0):
