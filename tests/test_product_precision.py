@@ -12,7 +12,7 @@ import boundcheck as bc
 from boundcheck.core.subject import InvalidSubjectError
 from boundcheck.engines.curvature import dense_hessian, hessian_operator
 from boundcheck.engines.estimators.lanczos import extreme_eigenvalue
-from boundcheck.engines.estimators.trace import hutchinson_trace
+from boundcheck.engines.estimators.trace import hutchinson_trace, squared_frobenius
 from boundcheck.engines.working_precision import WorkingPrecisionOperator
 from boundcheck.quantities import Budget, Context
 from boundcheck.quantities.ggn import hessian_operator_of
@@ -142,6 +142,13 @@ def test_same_probes_differ_by_at_most_the_allowance_and_widen_by_it(dtype):
     assert 0.5 * allowance <= extra <= 1.5 * allowance + 0.1 * t64.half_width
     assert tw.details["products"] == f"{str(dtype).replace('torch.', '')} products"
     assert tw.details["calibration_products"] == 16
+    f64 = squared_frobenius(hessian_operator(s), **common)
+    fw = squared_frobenius(op, **common)
+    e = op.product_error.norm
+    root_p = s.num_params**0.5  # ‖v‖ of a Rademacher probe; mean ‖H̃v‖ ≤ √(mean ‖H̃v‖²)
+    bound = e * root_p * (2 * fw.value**0.5 + e * root_p)
+    assert abs(fw.value - f64.value) <= bound and fw.half_width > f64.half_width
+    assert "products" in fw.method
     lw = extreme_eigenvalue(op, rel_tol=1e-4, seed=3)
     l64 = extreme_eigenvalue(hessian_operator(s), rel_tol=1e-4, seed=3)
     assert lw.upper - lw.lower >= 2 * op.product_error.norm + (l64.upper - l64.lower) / 10
