@@ -13,7 +13,7 @@ from boundcheck.core.subject import InvalidSubjectError
 from boundcheck.engines.curvature import dense_hessian, hessian_operator
 from boundcheck.engines.estimators.lanczos import extreme_eigenvalue
 from boundcheck.engines.estimators.trace import hutchinson_trace, squared_frobenius
-from boundcheck.engines.working_precision import WorkingPrecisionOperator
+from boundcheck.engines.working_precision import WorkingPrecisionOperator, float64_products
 from boundcheck.quantities import Budget, Context
 from boundcheck.quantities.ggn import hessian_operator_of
 
@@ -103,6 +103,8 @@ def test_error_model_bounds_fresh_products(kind, loss, dtype):
     model = op.product_error
     assert model.dtype == str(dtype).replace("torch.", "") and model.vectors == 8
     assert model.measured_norm > 0 and model.quadratic <= model.norm
+    reference = float64_products(op)  # what the moments μ_j use
+    assert reference.dtype == torch.float64 and not isinstance(reference, type(op))
     g = torch.Generator().manual_seed(7)
     n = 60
     vs = [torch.randint(0, 2, (n, s.num_params), generator=g).double() * 2 - 1,
@@ -175,9 +177,9 @@ def test_bad_product_dtype_is_refused(bad, match):
         _subject("mlp", "mse", 0, bad)
 
 
-def test_products_finer_than_the_copy_are_refused():
+def test_product_dtype_needs_a_float64_subject():
     net = nn.Linear(3, 2)
-    with pytest.raises(InvalidSubjectError, match="more precise than the subject's dtype"):
+    with pytest.raises(InvalidSubjectError, match="needs dtype=torch.float64"):
         bc.Subject(net, (torch.randn(4, 3), torch.randn(4, 2)), "mse", dtype=torch.float32,
                    product_dtype="float64")
 

@@ -335,10 +335,12 @@ def _product_dtype(value: Any, dtype: torch.dtype) -> torch.dtype:
                 if name == "float16" else "")
         raise InvalidSubjectError(f"product_dtype must be one of {sorted(PRODUCT_DTYPES)} or "
                                   f"None, got {value!r}{hint}")
-    if torch.finfo(PRODUCT_DTYPES[name]).eps < torch.finfo(dtype).eps:
-        raise InvalidSubjectError(f"product_dtype {name} is more precise than the subject's "
-                                  f"dtype {dtype}: products cannot be finer than the copy")
-    return PRODUCT_DTYPES[name]
+    wanted = PRODUCT_DTYPES[name]
+    if wanted != dtype and dtype != torch.float64:
+        raise InvalidSubjectError(f"product_dtype {name} needs dtype=torch.float64 (the "
+                                  f"precision the estimators accumulate and calibrate in), got "
+                                  f"dtype {dtype}")
+    return wanted
 
 
 def _is_batch_pair(x: Any) -> bool:
