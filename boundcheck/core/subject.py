@@ -67,6 +67,12 @@ class Subject:
     parameters in G are then NOT_APPLICABLE (their precondition says so).
     test_data: optional held-out ``(X, Y)`` (or batches), same shapes and labels as ``data``;
     only theorems that compare train and test distributions use it (T11c); None: none.
+    product_dtype: the precision of Hessian-vector products in the matrix-free estimators
+    (``torch.float32``/``"float32"``, ``torch.bfloat16``/``"bfloat16"``); None (default):
+    ``dtype``, float64 throughout. The estimators still accumulate in float64, and the
+    products' rounding is accounted for in every interval built on them by a calibrated
+    error model (:mod:`boundcheck.engines.product_error`); dense and exact routes are
+    unaffected.
     """
 
     model: nn.Module
@@ -80,6 +86,7 @@ class Subject:
     trajectory: Trajectory | None = None
     trainable_only: bool = False
     test_data: Any = None
+    product_dtype: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
@@ -91,6 +98,7 @@ class Subject:
         self.device = torch.device(self.device or "cpu")
         if self.device.type == "meta":
             raise InvalidSubjectError("the meta device holds no values: measure on cpu or cuda")
+        self.product_dtype = _product_dtype(self.product_dtype, self.dtype)
         _check_no_meta_tensors(self.model)
         _check_finite_parameters(self.model)
         self.net = self._working_copy()
@@ -277,6 +285,7 @@ class Subject:
             "loss_kind": self.loss_fn.kind,
             "mse_scale": self.loss_fn.mse_scale,
             "dtype": str(self.dtype).replace("torch.", ""),
+            "product_dtype": str(self.product_dtype).replace("torch.", ""),
             "device": str(self.device),
             "notes": list(self.notes),
         }
@@ -309,6 +318,29 @@ class MatrixSubject:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "model": "MatrixSubject", "dimension": self.num_params}
+
+
+PRODUCT_DTYPES = {"float64": torch.float64, "float32": torch.float32,
+                  "bfloat16": torch.bfloat16}
+
+
+def _product_dtype(value: Any, dtype: torch.dtype) -> torch.dtype:
+    """``product_dtype`` as a torch dtype (None: ``dtype``); anything else is refused."""
+    if value is None:
+        return dtype
+    name = value.replace("torch.", "") if isinstance(value, str) else (
+        str(value).replace("torch.", "") if isinstance(value, torch.dtype) else None)
+    if name not in PRODUCT_DTYPES:
+        hint = (" (float16's range, ≤ 65504, overflows in loss curvature: use bfloat16)"
+                if name == "float16" else "")
+        raise InvalidSubjectError(f"product_dtype must be one of {sorted(PRODUCT_DTYPES)} or "
+                                  f"None, got {value!r}{hint}")
+    wanted = PRODUCT_DTYPES[name]
+    if wanted != dtype and dtype != torch.float64:
+        raise InvalidSubjectError(f"product_dtype {name} needs dtype=torch.float64 (the "
+                                  f"precision the estimators accumulate and calibrate in), got "
+                                  f"dtype {dtype}")
+    return wanted
 
 
 def _is_batch_pair(x: Any) -> bool:

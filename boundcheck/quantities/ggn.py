@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate
 from boundcheck.core.subject import Subject
-from boundcheck.engines.curvature import GaussNewton, hessian_operator
+from boundcheck.engines.curvature import GaussNewton
 from boundcheck.engines.estimators import stream_seed
 from boundcheck.engines.estimators.trace import CRITICAL_ALPHAS, residual_trace
+from boundcheck.engines.working_precision import working_precision_operator
 from boundcheck.quantities.registry import Context, NotAffordableError, NotApplicableError, quantity
 from boundcheck.quantities.routes import dense_allowed
 
@@ -25,8 +26,9 @@ U = UNIT_ROUNDOFF["float64"]
 
 
 def hessian_operator_of(ctx: Context):
-    """The subject's Hessian operator, built once per context."""
-    return ctx.artifact("hessian.operator", lambda: hessian_operator(ctx.subject))
+    """The subject's Hessian operator, built once per context; its products are in the
+    subject's ``product_dtype`` (:mod:`boundcheck.engines.working_precision`)."""
+    return ctx.artifact("hessian.operator", lambda: working_precision_operator(ctx.subject))
 
 
 def require_calibrated_confidence(ctx: Context) -> None:

@@ -327,6 +327,8 @@ def _lanczos_eigenvalue(ctx: Context, which: str, name: str) -> Estimate:
                            seed=stream_seed(ctx.seed, name))
     details = dict(r.details)
     method = details.pop("method")
+    if "products" in details:
+        method = f"{method}; {details['products']}"
     details["matvecs"] = r.matvecs
     return Estimate(r.value, r.lower, r.upper, r.kind, method, r.confidence, details)
 

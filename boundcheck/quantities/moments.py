@@ -26,6 +26,7 @@ from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate, combine_kind
 from boundcheck.engines import moment_bound as mb
 from boundcheck.engines.estimators import stream_seed
 from boundcheck.engines.estimators.trace import hutchinson_trace
+from boundcheck.engines.working_precision import float64_products
 from boundcheck.quantities.ggn import hessian_operator_of, require_calibrated_confidence
 from boundcheck.quantities.hessian import dense_spectrum, scaled_estimate
 from boundcheck.quantities.registry import Context, NotApplicableError, quantity
@@ -64,7 +65,9 @@ class _Power:
 def _estimated_moment(ctx: Context, j: int) -> Estimate:
     require_calibrated_confidence(ctx)
     p = ctx.subject.num_params
-    t = hutchinson_trace(_Power(hessian_operator_of(ctx), j), confidence=ctx.confidence,
+    # products of H^j compound the working precision's error: these take float64 products
+    t = hutchinson_trace(_Power(float64_products(hessian_operator_of(ctx)), j),
+                         confidence=ctx.confidence,
                          rel_half_width=ctx.budget.trace_rel_half_width,
                          max_probes=ctx.budget.max_probes,
                          seed=stream_seed(ctx.seed, f"hessian.moment_{j}"))

@@ -31,6 +31,7 @@ from boundcheck.core.subject import Subject
 from boundcheck.engines.curvature import SymmetricMatrixOperator
 from boundcheck.engines.estimators import stream_seed
 from boundcheck.engines.finite_difference_trace import subject_evaluator
+from boundcheck.engines.product_error import product_error
 from boundcheck.engines.projections import (
     ProjectedHessians,
     UncalibratedConfidenceError,
@@ -65,7 +66,10 @@ def planes(ctx: Context) -> ProjectedHessians:
             d = dense_spectrum(ctx)
             op = SymmetricMatrixOperator(d.matrix * d.scale)
             return projected_hessians(op, m, seed, matrix_error=d.perturbation * d.scale)
-        return projected_hessians(hessian_operator_of(ctx), m, seed)
+        op = hessian_operator_of(ctx)
+        products = product_error(op)  # working-precision products: ‖E‖₂ ≤ ε, as matrix_error
+        return projected_hessians(op, m, seed,
+                                  matrix_error=0.0 if products is None else products.norm)
 
     return ctx.artifact(f"projection.planes:{ctx.seed}", build)
 

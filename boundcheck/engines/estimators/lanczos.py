@@ -55,6 +55,11 @@ in :mod:`boundcheck.quantities.hessian`). Floating-point Krylov spaces are not e
 full re-orthogonalisation the computed basis is orthonormal to working precision, and the
 allowance covers the first-order effect.
 
+Working-precision products (an operator with ``product_error``, :mod:`..product_error`):
+Lanczos runs on the products as given, as if exact for ``H + E`` with ``‖E‖₂ ≤ ε``; ε is
+added to ``e`` (so both ends move out by at least ε, Weyl) and to the Ritz radii, and the
+convergence tolerance is at least ε (the products cannot resolve finer).
+
 SLQ: Golub & Meurant, "Matrices, Moments and Quadrature with Applications" (2010); Lin, Saad,
 Yang, "Approximating spectral densities of large matrices", SIAM Review 58(1) 2016.
 """
@@ -72,6 +77,7 @@ import torch
 
 from boundcheck.core.estimate import UNIT_ROUNDOFF
 from boundcheck.engines.estimators import clock
+from boundcheck.engines.product_error import product_error
 
 U = UNIT_ROUNDOFF["float64"]
 KW_CONSTANT = 1.648
@@ -290,6 +296,8 @@ def extreme_eigenvalue(op, which: str = "largest", *, confidence: float = 0.99,
     a = op if sign > 0 else _Negated(op)
     gen = torch.Generator().manual_seed(seed)
     dim = op.dim
+    products = product_error(op)
+    eps = 0.0 if products is None else products.norm
 
     def first_converged(t: Tridiagonal) -> bool:
         k = t.steps
@@ -297,7 +305,7 @@ def extreme_eigenvalue(op, which: str = "largest", *, confidence: float = 0.99,
             return False
         values, res = t.ritz(k - min(k, MAX_BLOCK + 1), k - 1)
         values, res = values[::-1], res[::-1]  # descending
-        tol = rel_tol * max(abs(float(values[0])), abs(t.extremes()[0]))
+        tol = max(rel_tol * max(abs(float(values[0])), abs(t.extremes()[0])), eps)
         # r_1 ≤ tol, not r²/gap ≤ tol: a repeated top eigenvalue shows no gap in Ritz values
         # (one Krylov space sees one copy), and then the bound's width is about r_1
         if res[0] > tol:
@@ -309,12 +317,14 @@ def extreme_eigenvalue(op, which: str = "largest", *, confidence: float = 0.99,
                   converged=first_converged)
     ritz = run.ritz()
     theta = float(ritz.values[-1])
-    e = ritz.allowance
+    e = ritz.allowance + eps
     matvecs = run.steps
     details: dict[str, Any] = {"steps": run.steps, "residual": float(ritz.residuals[-1]),
                                "rounding": e}
+    if products is not None:
+        details.update(products.details())
     scale = float(ritz.values.abs().max())
-    tol = rel_tol * max(scale, 1e-300)
+    tol = max(rel_tol * max(scale, 1e-300), 2.0 * eps)
     lower = theta - e
     r = float(ritz.residuals[-1])
 
@@ -454,13 +464,15 @@ def top_ritz_pairs(op, k: int, *, largest: bool = True, rel_tol: float = 1e-6,
     ``rel_tol · max|θ|`` or ``max_steps``. Each ``θ_j ± r_j`` holds an eigenvalue (Weyl); that
     it is the j-th largest is not certified."""
     a = op if largest else _Negated(op)
+    products = product_error(op)
+    eps = 0.0 if products is None else products.norm
 
     def done(t: Tridiagonal) -> bool:
         if t.steps < k + 1:
             return False
         values, res = t.ritz(t.steps - k, t.steps - 1)
         scale = max(abs(float(values[-1])), abs(t.extremes()[0]))
-        return bool(np.all(res <= rel_tol * scale))
+        return bool(np.all(res <= max(rel_tol * scale, eps)))
 
     gen = torch.Generator().manual_seed(seed)
     run = lanczos(a.matvec, _gaussian(op.dim, gen, op.dtype, op.device), max_steps,
@@ -469,7 +481,7 @@ def top_ritz_pairs(op, k: int, *, largest: bool = True, rel_tol: float = 1e-6,
     idx = torch.arange(ritz.values.numel() - 1, max(-1, ritz.values.numel() - 1 - k), -1)
     sign = 1.0 if largest else -1.0
     return TopRitz(sign * ritz.values[idx].cpu().numpy(),
-                   (ritz.residuals[idx] + ritz.allowance).cpu().numpy(),
+                   (ritz.residuals[idx] + ritz.allowance + eps).cpu().numpy(),
                    ritz.vectors[idx], run.steps)
 
 

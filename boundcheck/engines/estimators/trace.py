@@ -31,7 +31,9 @@ at M ≤ 40 and small α (1.2α at M = 30, α = 0.01, in 4·10⁵ simulated runs
 such case stayed below α.
 
 Rounding: each sample carries an allowance ``8 u P · Σ_j |v_j (Av)_j|`` (dot-product bound
-with the same floor the dense path uses); the interval is widened by its mean.
+with the same floor the dense path uses); the interval is widened by its mean. An operator
+whose products are in a working precision (``product_error``, :mod:`..product_error`) adds
+its calibrated allowance to every sample, and the estimate's method and details say so.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import torch
 
 from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate
 from boundcheck.engines.estimators import clock
+from boundcheck.engines.product_error import product_error
 
 U = UNIT_ROUNDOFF["float64"]
 PILOT = 30
@@ -220,7 +223,8 @@ def _basis_sum(op, fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor
 
 def exact_trace(op) -> tuple[float, float]:
     """``tr A`` from ``e_iᵀ A e_i`` (dim products): value and rounding error."""
-    return _basis_sum(op, lambda e, ae: ((e * ae).sum(dim=1), _rounding(op.dim, e, ae)))
+    return _basis_sum(op, lambda e, ae: ((e * ae).sum(dim=1), _rounding(op.dim, e, ae)
+                                         + _product_allowance(op, e, basis=True)))
 
 
 def rademacher(m: int, dim: int, generator: torch.Generator, dtype, device) -> torch.Tensor:
@@ -238,6 +242,16 @@ def apply_rows(op, v: torch.Tensor) -> torch.Tensor:
 
 def _rounding(dim: int, v: torch.Tensor, av: torch.Tensor) -> torch.Tensor:
     return 8.0 * U * dim * (v * av).abs().sum(dim=1)
+
+
+def _product_allowance(op, v: torch.Tensor, basis: bool = False):
+    """The working-precision products' allowance for ``vᵀAv`` per row of v (0 for float64
+    products): the calibrated bias for random probes, ``ε‖v‖²`` for other vectors."""
+    model = product_error(op)
+    if model is None:
+        return torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
+    out = model.basis_allowance(v) if basis else model.probe_allowance(v)
+    return out.to(dtype=v.dtype, device=v.device)
 
 
 def _blocks(m: int, fn: Callable[[int], tuple[torch.Tensor, torch.Tensor]]):
@@ -261,14 +275,20 @@ def _relative_target(rel_half_width: float, abs_half_width: float) -> Callable[[
     return lambda mean: max(rel_half_width * abs(mean), abs_half_width)
 
 
-def _estimate(value: float, half: float, res: MeanInterval, method: str, matvecs: int,
+def _estimate(op, value: float, half: float, res: MeanInterval, method: str, matvecs: int,
               **details) -> Estimate:
     info = {"samples": res.samples, "pilot": res.pilot, "matvecs": matvecs, **details}
+    model = product_error(op)
+    suffix = ""
+    if model is not None:
+        info.update(model.details())
+        suffix = f"; {model.label}"
     if res.stopped:
         info["stopped"] = res.stopped
     if res.exact:
         return Estimate.exact(value, half, "exhaustive: every basis vector (cheaper than the "
-                              "probes the target needed)", **info)
+                              f"probes the target needed){suffix}", **info)
+    method += suffix
     return Estimate(value, value - half, value + half, "statistical", method, res.confidence,
                     {**info, "sample_sd": res.sd, "critical_value": res.critical})
 
@@ -284,13 +304,13 @@ def hutchinson_trace(op, *, confidence: float = 0.99, rel_half_width: float = 0.
     def draw_block(m: int):
         v = rademacher(m, op.dim, gen, op.dtype, op.device)
         av = apply_rows(op, v)
-        return (v * av).sum(dim=1), _rounding(op.dim, v, av)
+        return (v * av).sum(dim=1), _rounding(op.dim, v, av) + _product_allowance(op, v)
 
     res = adaptive_mean(lambda m: _blocks(m, draw_block), confidence=confidence,
                         target_half_width=_relative_target(rel_half_width, abs_half_width),
                         max_samples=max_probes, pilot=pilot,
                         exhaustive=(op.dim, lambda: exact_trace(op)))
-    return _estimate(res.mean, res.half_width, res, "Hutchinson (Rademacher), calibrated "
+    return _estimate(op, res.mean, res.half_width, res, "Hutchinson (Rademacher), calibrated "
                      "two-stage interval", res.samples + res.pilot)
 
 
@@ -305,7 +325,8 @@ def hutchpp_trace(op, *, sketch_size: int = 32, confidence: float = 0.99,
     q, _ = torch.linalg.qr(apply_rows(op, s).T)  # (P, k) orthonormal columns
     aq = apply_rows(op, q.T)
     exact = float((q.T * aq).sum())
-    exact_err = float(_rounding(op.dim, q.T, aq).sum())
+    exact_err = float((_rounding(op.dim, q.T, aq)
+                       + _product_allowance(op, q.T, basis=True)).sum())
 
     def remainder() -> tuple[float, float]:
         total, err = exact_trace(op)
@@ -315,14 +336,14 @@ def hutchpp_trace(op, *, sketch_size: int = 32, confidence: float = 0.99,
         g = rademacher(m, op.dim, gen, op.dtype, op.device)
         g = g - (g @ q) @ q.T
         ag = apply_rows(op, g)
-        return (g * ag).sum(dim=1), _rounding(op.dim, g, ag)
+        return (g * ag).sum(dim=1), _rounding(op.dim, g, ag) + _product_allowance(op, g)
 
     rest = adaptive_mean(lambda m: _blocks(m, draw_block), confidence=confidence,
                          target_half_width=lambda mean: max(
                              rel_half_width * abs(exact + mean), abs_half_width),
                          max_samples=max_probes, exhaustive=(op.dim, remainder))
     value = exact + rest.mean
-    return _estimate(value, rest.half_width + exact_err, rest,
+    return _estimate(op, value, rest.half_width + exact_err, rest,
                      "Hutch++ (Meyer et al. 2021), calibrated two-stage interval",
                      2 * k + rest.samples + rest.pilot, sketch=k, sketch_trace=exact)
 
@@ -345,14 +366,15 @@ def control_variate_trace(op, exact_trace_value: float, exact_error: float,
         v = rademacher(m, op.dim, gen, op.dtype, op.device)
         av = apply_rows(op, v)
         gv = quadratic_form(v)
-        return (v * av).sum(dim=1) - gv, _rounding(op.dim, v, av) + 8.0 * U * op.dim * gv.abs()
+        return (v * av).sum(dim=1) - gv, (_rounding(op.dim, v, av) + 8.0 * U * op.dim * gv.abs()
+                                          + _product_allowance(op, v))
 
     rest = adaptive_mean(lambda m: _blocks(m, draw_block), confidence=confidence,
                          target_half_width=lambda mean: max(
                              rel_half_width * abs(exact_trace_value + mean), abs_half_width),
                          max_samples=max_probes, pilot=pilot, exhaustive=(op.dim, remainder))
     value = exact_trace_value + rest.mean
-    return _estimate(value, rest.half_width + exact_error, rest,
+    return _estimate(op, value, rest.half_width + exact_error, rest,
                      "tr G exact + Hutchinson on tr(H − G) (control variate), calibrated "
                      "two-stage interval", rest.samples + rest.pilot,
                      exact_part=exact_trace_value, sampled_part=rest.mean)
@@ -386,7 +408,9 @@ def squared_frobenius(op, shift: float = 0.0, *, confidence: float = 0.99,
         err_w = 4.0 * U * (torch.linalg.vector_norm(av, dim=1)
                            + abs(shift) * torch.linalg.vector_norm(v, dim=1))
         norm_w = torch.sqrt(sq)
-        return sq, 8.0 * U * op.dim * sq + 2.0 * norm_w * err_w + err_w**2
+        model = product_error(op)
+        products = 0.0 if model is None else model.squared_norm_allowance(v, w).to(sq.device)
+        return sq, 8.0 * U * op.dim * sq + 2.0 * norm_w * err_w + err_w**2 + products
 
     def draw_block(m: int):
         v = rademacher(m, op.dim, gen, op.dtype, op.device)
@@ -396,7 +420,7 @@ def squared_frobenius(op, shift: float = 0.0, *, confidence: float = 0.99,
                         target_half_width=_relative_target(rel_half_width, abs_half_width),
                         max_samples=max_probes,
                         exhaustive=(op.dim, lambda: _basis_sum(op, squares)))
-    est = _estimate(res.mean, res.half_width, res,
+    est = _estimate(op, res.mean, res.half_width, res,
                     "E‖(H − cI)v‖² (Rademacher), calibrated two-stage interval",
                     res.samples + res.pilot, shift=shift)
     return est.clamp_below(0.0)
