@@ -25,7 +25,8 @@ U = UNIT_ROUNDOFF["float64"]
 
 def hessian_operator_of(ctx: Context):
     """The subject's Hessian operator, built once per context."""
-    return ctx.artifact("hessian.operator", lambda: hessian_operator(ctx.subject))
+    return ctx.artifact("hessian.operator",
+                        lambda: hessian_operator(ctx.subject, ctx.budget.memory_bytes))
 
 
 def require_calibrated_confidence(ctx: Context) -> None:
@@ -40,7 +41,8 @@ def gauss_newton(ctx: Context) -> GaussNewton:
     if not isinstance(ctx.subject, Subject):
         raise NotApplicableError("the Gauss–Newton split needs a network, data and a loss "
                                  "(a bare matrix has no G)")
-    return ctx.artifact("ggn.operator", lambda: GaussNewton(ctx.subject))
+    return ctx.artifact("ggn.operator",
+                        lambda: GaussNewton(ctx.subject, ctx.budget.memory_bytes))
 
 
 @quantity("ggn.trace", "tr G, G = (1/n) Σ_i J_iᵀ A_i J_i (Gauss–Newton)",

@@ -17,6 +17,7 @@ from boundcheck.core import checks
 from boundcheck.core.estimate import Estimate
 from boundcheck.core.subject import MatrixSubject
 from boundcheck.engines.estimators.clock import time_limit
+from boundcheck.engines.memory import MemoryBudgetError
 
 
 class NotApplicableError(Exception):
@@ -120,6 +121,10 @@ class Budget:
     max_refinements: int = 2  # INCONCLUSIVE on estimated inputs: re-measure this often
     time_limit_s: float | None = None  # per quantity measured (None: no limit); see
     # boundcheck.engines.estimators.clock: estimators stop and return the interval reached
+    # Bytes curvature products and per-sample Jacobian chunks may hold beyond the model and
+    # the data (boundcheck.engines.memory); None: no limit (every batch's gradient graph is
+    # kept). A budget too small for one sample is MemoryBudgetError (NotAffordable).
+    memory_bytes: int | None = None
     # The papers' dialect (boundcheck.quantities.paper_dialect): the authors' sample subset,
     # top-k log-volume and ε-regularised harmonic factor.
     paper_samples: int = 20  # |S|: the authors average 20 training samples per checkpoint
@@ -146,6 +151,8 @@ class Budget:
                 checks.real(value, name, at_least=0.0)
             else:
                 checks.real(value, name, above=0.0)
+        if self.memory_bytes is not None:
+            checks.integer(self.memory_bytes, "Budget.memory_bytes", least=1)
         if self.converged_window < 1000:
             raise ValueError(f"Budget.converged_window must be ≥ 1000 steps (T10's CONVERGED), "
                              f"got {self.converged_window}")
@@ -194,7 +201,7 @@ class Context:
                                          "loss); a MatrixSubject holds only its matrix")
             self.failures[name] = failure
             raise failure from err
-        except (NotApplicableError, NotAffordableError) as err:
+        except (NotApplicableError, NotAffordableError, MemoryBudgetError) as err:
             self.failures[name] = err
             raise
         self.estimates[name] = est
