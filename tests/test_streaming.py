@@ -18,8 +18,9 @@ from boundcheck.engines.curvature import (
     HessianOperator,
     hessian_operator,
 )
-from boundcheck.engines.memory import MemoryBudgetError, micro_batches
+from boundcheck.engines.memory import MemoryBudgetError, micro_batches, saved_tensor_bytes
 from boundcheck.engines.sequential_products import SequentialHessianOperator
+from boundcheck.harness.config import RunConfig
 from boundcheck.harness.models import mlp
 
 N = 27
@@ -62,6 +63,11 @@ def test_streamed_products_equal_graph_reuse(kind):
     v = torch.randn(s.num_params, generator=gen, dtype=torch.float64)
     block = torch.randn(3, s.num_params, generator=gen, dtype=torch.float64)
     ref_v, ref_block = keep.matvec(v), keep.matmat(block)
+    # the per-sample model from the one- and two-sample probes predicts the whole graph
+    cost = measured.sample_cost
+    counted = saved_tensor_bytes(lambda: measured._gradient(s.batches[0].x, s.batches[0].y),
+                                 s.params)
+    assert counted == pytest.approx(cost.fixed + N * cost.graph, rel=0.05)
     for samples, count in ((14, 2), (4, 7), (26, 2)):  # 14+13, 6×4+3, 26+1
         op = HessianOperator(s, memory_bytes=_budget_for(measured, samples))
         assert op.micro_batch == samples
@@ -71,6 +77,24 @@ def test_streamed_products_equal_graph_reuse(kind):
     one = HessianOperator(s)
     one.micro_batch = N  # the whole data as one streamed micro-batch
     assert _rel(one.matvec(v), ref_v) <= 1e-12
+
+
+def test_gauss_newton_products_in_chunks_equal_the_whole():
+    s = _subject("cnn")
+    v = torch.randn(5, s.num_params, generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+    want = GaussNewton(s).quadratic_form(v)
+    probe = GaussNewton(s, memory_bytes=2**40)
+    assert probe._product_chunks(5) == (5, probe._product_chunks(5)[1])
+    per = probe._forward_bytes
+    for budget, chunks in ((2 * per, (2, 1)), (5 * 3 * per, (5, 3)), (int(0.5 * per), None)):
+        g = GaussNewton(s, memory_bytes=int(budget))
+        if chunks is None:
+            with pytest.raises(MemoryBudgetError, match="vᵀGv"):
+                g.quadratic_form(v)
+            continue
+        assert g._product_chunks(5) == chunks
+        assert _rel(g.quadratic_form(v), want) <= 1e-12
 
 
 def _count_forwards(net: nn.Module) -> list[int]:
@@ -126,7 +150,7 @@ def test_sequential_mlp_falls_back_to_streaming_when_its_values_do_not_fit():
     assert _rel(op.matvec(v), fast.matvec(v)) <= 1e-12
 
 
-def test_memory_budget_is_validated_and_reaches_the_cli():
+def test_memory_budget_is_validated_and_reaches_the_cli(tmp_path):
     for bad in (0, -5, 1.5, True):
         with pytest.raises(ValueError, match="memory_bytes"):
             bc.Budget(memory_bytes=bad)
@@ -136,6 +160,9 @@ def test_memory_budget_is_validated_and_reaches_the_cli():
     assert build_parser().parse_args(["run", "--memory", "500MB"]).memory == 500 * 10**6
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--memory", "lots"])
+    toml = tmp_path / "job.toml"
+    toml.write_text("[budget]\nmemory_bytes = 3000000000\n")
+    assert RunConfig.from_toml(toml).budget.memory_bytes == 3_000_000_000
 
 
 @pytest.mark.gpu

@@ -27,6 +27,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from boundcheck.core.subject import MatrixSubject, Subject
 from boundcheck.engines.memory import (
     SampleCost,
+    forward_cost,
     micro_batches,
     plan_products,
     product_cost,
@@ -214,6 +215,7 @@ class GaussNewton:
         self.dtype = subject.dtype
         self.device = subject.device
         self.memory_bytes = memory_bytes
+        self._forward_bytes: float | None = None  # per sample and direction (memory budget)
         self._module_buffers = dict(subject.net.named_buffers())
         self._output_hessians: list[torch.Tensor] | None = None
         self._forward_mode = True
@@ -271,11 +273,30 @@ class GaussNewton:
     def quadratic_form(self, v: torch.Tensor) -> torch.Tensor:
         """``vᵀ G v`` for each row of ``v`` (m, P) -> (m,)."""
         v = v.to(self.dtype)
-        out = torch.zeros(v.shape[0], dtype=self.dtype, device=self.device)
+        m = v.shape[0]
+        out = torch.zeros(m, dtype=self.dtype, device=self.device)
+        rows, samples = self._product_chunks(m)
         for b, a in zip(self.subject.batches, self.output_hessians(), strict=True):
-            jv = self._jacobian_products(b.x, v)  # (m, n_b, K)
-            out += torch.einsum("mnk,nkl,mnl->m", jv, a, jv)
+            for r in range(0, m, rows):
+                for i in range(0, b.n, samples):
+                    jv = self._jacobian_products(b.x[i:i + samples], v[r:r + rows])
+                    out[r:r + rows] += torch.einsum("mnk,nkl,mnl->m", jv,
+                                                    a[i:i + samples], jv)
         return out / self.subject.n
+
+    def _product_chunks(self, m: int) -> tuple[int, int]:
+        """``(rows of v, samples)`` per call of :meth:`_jacobian_products`: everything at once
+        without a memory budget; else chunks whose tangents (about twice the activations a
+        forward pass saves, per sample and direction, :func:`.memory.forward_cost`) fit."""
+        if self.memory_bytes is None:
+            return m, max(b.n for b in self.subject.batches)
+        if self._forward_bytes is None:
+            s = self.subject
+            self._forward_bytes = 2 * forward_cost(s.net, s.params, s.batches[0].x)
+        per = self._forward_bytes
+        rows = min(m, samples_that_fit(per, self.memory_bytes, self.memory_bytes,
+                                       "a Gauss–Newton product vᵀGv"))
+        return rows, max(1, int(self.memory_bytes // (rows * per)))
 
     def _jacobian_products(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``J_i v`` for every sample and every row of v: (m, n_b, K). Forward mode, or two

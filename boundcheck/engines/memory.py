@@ -92,6 +92,26 @@ def product_cost(gradient: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Te
     return SampleCost(float(per_graph), float(per_peak), float(fixed), method)
 
 
+def forward_cost(net: torch.nn.Module, params: list[torch.Tensor], x: torch.Tensor) -> float:
+    """Bytes per sample of the activations a forward pass saves (probes of one and two
+    samples, as :func:`product_cost`; on CUDA the allocator's peak through the pass)."""
+    per = []
+    for m in PROBE_SAMPLES[:min(len(PROBE_SAMPLES), x.shape[0])]:
+        xm = x[:m].clone()
+        with torch.enable_grad():
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)
+                before = torch.cuda.memory_allocated(x.device)
+                torch.cuda.reset_peak_memory_stats(x.device)
+                out = net(xm)
+                torch.cuda.synchronize(x.device)
+                per.append(torch.cuda.max_memory_allocated(x.device) - before)
+                del out
+            else:
+                per.append(saved_tensor_bytes(lambda xm=xm: net(xm), params))
+    return float(max(per[-1] - per[0], 1) if len(per) == 2 else max(per[0], 1))
+
+
 def _cuda_probe(gradient, params, x, y) -> tuple[int, int]:
     device = x.device
     torch.cuda.synchronize(device)
