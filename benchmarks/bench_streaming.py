@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import time
 
 import torch
+from bench_curvature import best_of
 from torch import nn
 
 import boundcheck as bc
@@ -30,15 +30,6 @@ def cnn() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
                          nn.Conv2d(16, 32, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
                          nn.Flatten(), nn.Linear(32 * 8 * 8, 10))
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -40,13 +40,16 @@ U = UNIT_ROUNDOFF["float64"]
 def hessian_operator_of(ctx: Context):
     """The subject's Hessian operator, built once per context; over a distributed subject's
     ranks, products all-reduced with weights n_r/n (:class:`DataParallelOperator`)."""
-    def build():
-        op = hessian_operator(ctx.subject, ctx.budget.memory_bytes)
-        if distributed(ctx.subject):
-            return DataParallelOperator(op, ctx.subject.n, ctx.subject.process_group)
-        return op
+    return ctx.artifact("hessian.operator", lambda: _over_ranks(
+        ctx, hessian_operator(ctx.subject, ctx.budget.memory_bytes), DataParallelOperator))
 
-    return ctx.artifact("hessian.operator", build)
+
+def _over_ranks(ctx: Context, local, data_parallel):
+    """``local`` (this rank's operator), wrapped in ``data_parallel`` (whose results are
+    all-reduced with weights n_r/n) when the subject is distributed."""
+    if distributed(ctx.subject):
+        return data_parallel(local, ctx.subject.n, ctx.subject.process_group)
+    return local
 
 
 def dense_hessian_of(ctx: Context) -> tuple[torch.Tensor, float]:
@@ -81,13 +84,8 @@ def gauss_newton(ctx: Context) -> GaussNewton:
     if not isinstance(ctx.subject, Subject):
         raise NotApplicableError("the Gauss–Newton split needs a network, data and a loss "
                                  "(a bare matrix has no G)")
-    def build():
-        g = GaussNewton(ctx.subject, ctx.budget.memory_bytes)
-        if distributed(ctx.subject):
-            return DataParallelGaussNewton(g, ctx.subject.n, ctx.subject.process_group)
-        return g
-
-    return ctx.artifact("ggn.operator", build)
+    return ctx.artifact("ggn.operator", lambda: _over_ranks(
+        ctx, GaussNewton(ctx.subject, ctx.budget.memory_bytes), DataParallelGaussNewton))
 
 
 @quantity("ggn.trace", "tr G, G = (1/n) Σ_i J_iᵀ A_i J_i (Gauss–Newton)",
