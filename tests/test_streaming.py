@@ -16,6 +16,7 @@ from boundcheck.cli import build_parser
 from boundcheck.engines.curvature import (
     GaussNewton,
     HessianOperator,
+    dense_hessian_with_error,
     hessian_operator,
 )
 from boundcheck.engines.memory import MemoryBudgetError, micro_batches, saved_tensor_bytes
@@ -86,7 +87,7 @@ def test_gauss_newton_products_in_chunks_equal_the_whole():
     want = GaussNewton(s).quadratic_form(v)
     probe = GaussNewton(s, memory_bytes=2**40)
     assert probe._product_chunks(5) == (5, probe._product_chunks(5)[1])
-    per = probe._forward_bytes
+    per = 2 * probe._forward_bytes
     for budget, chunks in ((2 * per, (2, 1)), (5 * 3 * per, (5, 3)), (int(0.5 * per), None)):
         g = GaussNewton(s, memory_bytes=int(budget))
         if chunks is None:
@@ -131,11 +132,23 @@ def test_one_sample_over_the_budget_is_a_clear_error():
     assert res["hessian.ws_lambda_max"].verdict == bc.Verdict.INCONCLUSIVE
     assert "memory budget" in res["hessian.ws_lambda_max"].reason
     k, p = s.output_dim, s.num_params
+    per = 4 * k * p * 8 + (k + 1) * GaussNewton(s, memory_bytes=1)._activation_bytes()
     with pytest.raises(MemoryBudgetError, match="per-sample Jacobians"):
-        GaussNewton(s, memory_bytes=4 * k * p * 8 - 1).trace_terms()
+        GaussNewton(s, memory_bytes=int(per) - 1).trace_terms()
     exact = GaussNewton(s).trace_terms()
-    assert GaussNewton(s, memory_bytes=3 * 4 * k * p * 8).trace_terms() == pytest.approx(
+    assert GaussNewton(s, memory_bytes=int(3 * per)).trace_terms() == pytest.approx(
         exact, rel=1e-13)
+
+
+def test_the_dense_route_streams_too():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Tanh(), nn.Flatten(), nn.Linear(16, 2))
+    x = torch.randn(N, 1, 6, 6, dtype=torch.float64)
+    s = bc.Subject(net, (x, torch.randint(0, 2, (N,))), "cross_entropy")  # 44 parameters
+    budget = _budget_for(HessianOperator(s, memory_bytes=2**40), 14)
+    streamed, _ = dense_hessian_with_error(s, budget)
+    kept, _ = dense_hessian_with_error(s)
+    assert _rel(streamed, kept) <= 1e-12
 
 
 def test_sequential_mlp_falls_back_to_streaming_when_its_values_do_not_fit():

@@ -187,14 +187,16 @@ def dense_hessian(subject: Subject | MatrixSubject) -> torch.Tensor:
     return dense_hessian_with_error(subject)[0]
 
 
-def dense_hessian_with_error(subject: Subject | MatrixSubject) -> tuple[torch.Tensor, float]:
+def dense_hessian_with_error(subject: Subject | MatrixSubject, memory_bytes: int | None = None
+                             ) -> tuple[torch.Tensor, float]:
     """:func:`dense_hessian` and an a-priori bound on the Frobenius norm of its rounding
-    error (0 where none is known: the autograd route's error is judged from its asymmetry)."""
+    error (0 where none is known: the autograd route's error is judged from its asymmetry).
+    ``memory_bytes``: the autograd route's products stream under that budget (:mod:`.memory`)."""
     if isinstance(subject, MatrixSubject):
         return subject.matrix.clone(), 0.0
     structure = subject_structure(subject)
     if isinstance(structure, str):
-        return HessianOperator(subject).dense(), 0.0
+        return HessianOperator(subject, memory_bytes).dense(), 0.0
     exact = exact_dense_hessian(subject, structure)
     return exact.matrix, exact.frobenius_error
 
@@ -215,7 +217,7 @@ class GaussNewton:
         self.dtype = subject.dtype
         self.device = subject.device
         self.memory_bytes = memory_bytes
-        self._forward_bytes: float | None = None  # per sample and direction (memory budget)
+        self._forward_bytes: float | None = None  # activations per sample (memory budget)
         self._module_buffers = dict(subject.net.named_buffers())
         self._output_hessians: list[torch.Tensor] | None = None
         self._forward_mode = True
@@ -248,10 +250,10 @@ class GaussNewton:
         per_sample = vmap(jacrev(one), in_dims=(None, 0))
         k = self.subject.output_dim
         chunk = max(1, JACOBIAN_CHUNK_ENTRIES // max(1, k * self.dim))
-        if self.memory_bytes is not None:  # a few copies of each Jacobian, as chunk_size
-            chunk = min(chunk, samples_that_fit(4 * k * self.dim * x.element_size(),
-                                                self.memory_bytes,
-                                                self.memory_bytes,
+        if self.memory_bytes is not None:  # a few copies of each Jacobian (as chunk_size)
+            # and the activations of a forward pass and of K backward passes
+            per = 4 * k * self.dim * x.element_size() + (k + 1) * self._activation_bytes()
+            chunk = min(chunk, samples_that_fit(per, self.memory_bytes, self.memory_bytes,
                                                 "a chunk of per-sample Jacobians (tr G)"))
         grams = []
         for start in range(0, x.shape[0], chunk):
@@ -290,13 +292,17 @@ class GaussNewton:
         forward pass saves, per sample and direction, :func:`.memory.forward_cost`) fit."""
         if self.memory_bytes is None:
             return m, max(b.n for b in self.subject.batches)
-        if self._forward_bytes is None:
-            s = self.subject
-            self._forward_bytes = 2 * forward_cost(s.net, s.params, s.batches[0].x)
-        per = self._forward_bytes
+        per = 2 * self._activation_bytes()
         rows = min(m, samples_that_fit(per, self.memory_bytes, self.memory_bytes,
                                        "a Gauss–Newton product vᵀGv"))
         return rows, max(1, int(self.memory_bytes // (rows * per)))
+
+    def _activation_bytes(self) -> float:
+        """Bytes per sample of a forward pass's activations (:func:`.memory.forward_cost`)."""
+        if self._forward_bytes is None:
+            s = self.subject
+            self._forward_bytes = forward_cost(s.net, s.params, s.batches[0].x)
+        return self._forward_bytes
 
     def _jacobian_products(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``J_i v`` for every sample and every row of v: (m, n_b, K). Forward mode, or two

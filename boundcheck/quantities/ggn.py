@@ -55,7 +55,7 @@ def _over_ranks(ctx: Context, local, data_parallel):
 def dense_hessian_of(ctx: Context) -> tuple[torch.Tensor, float]:
     """The dense Hessian and a bound on the Frobenius norm of its error
     (:func:`dense_hessian_with_error`), summed over a distributed subject's ranks."""
-    h, error = dense_hessian_with_error(ctx.subject)
+    h, error = dense_hessian_with_error(ctx.subject, ctx.budget.memory_bytes)
     if distributed(ctx.subject):
         return all_reduced_dense(h, error, ctx.subject.n, ctx.subject.process_group)
     return h, error
