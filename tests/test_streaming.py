@@ -19,7 +19,12 @@ from boundcheck.engines.curvature import (
     dense_hessian_with_error,
     hessian_operator,
 )
-from boundcheck.engines.memory import MemoryBudgetError, micro_batches, saved_tensor_bytes
+from boundcheck.engines.memory import (
+    MemoryBudgetError,
+    micro_batches,
+    product_cost,
+    saved_tensor_bytes,
+)
 from boundcheck.engines.sequential_products import SequentialHessianOperator
 from boundcheck.harness.config import RunConfig
 from boundcheck.harness.models import mlp
@@ -149,6 +154,20 @@ def test_the_dense_route_streams_too():
     streamed, _ = dense_hessian_with_error(s, budget)
     kept, _ = dense_hessian_with_error(s)
     assert _rel(streamed, kept) <= 1e-12
+
+
+def test_a_probe_that_runs_out_of_memory_is_a_budget_error():
+    def too_big(x, y):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 TB")
+
+    def broken(x, y):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    x, y = torch.zeros(3, 2), torch.zeros(3)
+    with pytest.raises(MemoryBudgetError, match="over 1 sample does not fit"):
+        product_cost(too_big, [], x, y)
+    with pytest.raises(RuntimeError, match="shapes"):  # anything else is not swallowed
+        product_cost(broken, [], x, y)
 
 
 def test_sequential_mlp_falls_back_to_streaming_when_its_values_do_not_fit():

@@ -77,11 +77,18 @@ def product_cost(gradient: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Te
     graphs, peaks = [], []
     for m in sizes:
         xm, ym = x[:m].clone(), y[:m].clone()  # a slice would count the whole batch's storage
-        if cuda:
-            g, p = _cuda_probe(gradient, params, xm, ym)
-        else:
-            g = saved_tensor_bytes(lambda xm=xm, ym=ym: gradient(xm, ym), params)
-            p = CPU_PEAK_FACTOR * g
+        try:
+            if cuda:
+                g, p = _cuda_probe(gradient, params, xm, ym)
+            else:
+                g = saved_tensor_bytes(lambda xm=xm, ym=ym: gradient(xm, ym), params)
+                p = CPU_PEAK_FACTOR * g
+        except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one
+            if not _out_of_memory(err):
+                raise
+            raise MemoryBudgetError(f"a Hessian-vector product over {m} sample"
+                                    f"{'s' if m > 1 else ''} does not fit the "
+                                    f"{x.device.type} memory: {err}") from err
         graphs.append(g)
         peaks.append(p)
     if len(sizes) == 1:
@@ -94,6 +101,12 @@ def product_cost(gradient: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Te
               else f"bytes saved by autograd (saved_tensors_hooks), peak = "
                    f"{CPU_PEAK_FACTOR} × graph")
     return SampleCost(float(per_graph), float(per_peak), float(fixed), method)
+
+
+def _out_of_memory(err: RuntimeError) -> bool:
+    text = str(err).lower()
+    return (isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in text
+            or "can't allocate memory" in text or "not enough memory" in text)
 
 
 def forward_cost(net: torch.nn.Module, params: list[torch.Tensor], x: torch.Tensor) -> float:
