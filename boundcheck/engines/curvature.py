@@ -47,7 +47,14 @@ def twice_differentiable():
 
 
 class HessianOperator:
-    """``v ↦ H v`` for a :class:`Subject` (flat parameter vectors)."""
+    """``v ↦ H v`` for a :class:`Subject` (flat parameter vectors).
+
+    ``memory_bytes`` (``Budget.memory_bytes``; None: no limit): the graphs of every batch are
+    kept when they fit it, else each product streams micro-batches, building each one's
+    gradient graph, taking one backward pass through it and freeing it; the shares
+    ``(1/n) Σ_{i∈b}`` are accumulated in float64 (:mod:`.memory`). Products equal the
+    graph-reusing ones to rounding (relative 4–6e-16 measured on a CNN).
+    """
 
     def __init__(self, subject: Subject, memory_bytes: int | None = None):
         self.subject = subject

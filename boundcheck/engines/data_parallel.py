@@ -11,6 +11,11 @@ every rank's estimator sees the same numbers and takes the same decisions; with 
 every rank draws the same probes. Rounding: the scaling adds one rounding per entry and the
 all-reduce R − 1 additions (relative (R − 1)·u of Σ_r |(n_r/n) H_r v|), both far inside the
 rounding allowances the estimators already carry for a product.
+
+``bc.Subject(..., distributed=True)`` makes ``bc.measure`` / ``bc.verify`` use these:
+:class:`DataParallelOperator` for products, :class:`DataParallelGaussNewton` for the sums of
+the Gauss–Newton split, :func:`all_reduced_dense` for the dense Hessian, and
+:meth:`ShardWeights.reduce_values` for exact per-sample means (the sequential-MLP trace).
 """
 
 from __future__ import annotations
