@@ -27,6 +27,7 @@ _EXPORTS = {
     "assert_bound_holds": "outputs.check", "assert_bounds_hold": "outputs.check",
     "Estimate": "core.estimate",
     "QUANTITIES": "quantities", "Budget": "quantities", "Context": "quantities",
+    "MemoryBudgetError": "quantities",
     "InvalidSubjectError": "core.subject", "MatrixSubject": "core.subject",
     "ModelModeError": "core.subject", "Subject": "core.subject",
     "Slack": "core.verdict", "TheoremResult": "core.verdict", "Verdict": "core.verdict",
@@ -41,8 +42,8 @@ _MODULES = {
 
 __all__ = [
     "QUANTITIES", "Assumption", "Budget", "Context", "Estimate", "InvalidSubjectError",
-    "MatrixSubject", "ModelModeError", "Results", "Slack", "Subject", "Theorem",
-    "TheoremResult", "UnknownTheoremError", "Verdict", "assert_bound_holds",
+    "MatrixSubject", "MemoryBudgetError", "ModelModeError", "Results", "Slack", "Subject",
+    "Theorem", "TheoremResult", "UnknownTheoremError", "Verdict", "assert_bound_holds",
     "assert_bounds_hold", "check_architecture", "get", "measure", "register", "theorems",
     "unregister", "verify", "verify_one",
 ]

@@ -26,6 +26,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg.budget.time_limit_s = args.time_limit
     if args.route is not None:
         cfg.budget.route = args.route
+    if args.memory is not None:
+        cfg.budget.memory_bytes = args.memory
     from boundcheck.verification.registry import select
 
     select(cfg.theorems)  # an unknown theorem id fails here, before any training
@@ -52,6 +54,25 @@ def _estimator_progress(quiet: bool):
     from boundcheck.engines.estimators.clock import progress_to
 
     return nullcontext() if quiet else progress_to(lambda line: print(line, file=sys.stderr))
+
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 10**3, "KIB": 2**10, "M": 2**20, "MB": 10**6,
+          "MIB": 2**20, "G": 2**30, "GB": 10**9, "GIB": 2**30, "T": 2**40, "TB": 10**12,
+          "TIB": 2**40}
+
+
+def _memory(text: str) -> int:
+    """``4GiB``, ``512M`` (binary), ``2GB`` (decimal) or a number of bytes."""
+    number = text.strip().rstrip("bBiIkKmMgGtT")
+    unit = text.strip()[len(number):].upper()
+    try:
+        value = float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"a memory size is bytes or e.g. 4GiB, 512M, 2GB; "
+                                         f"got {text!r}") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"a memory budget must be at least 1 byte, got {text}")
+    return int(value)
 
 
 def _time_limit(text: str) -> float:
@@ -163,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "dense and matrix-free by a cost model (auto, the default; refinement "
                         "rounds go exact), dense whenever P ≤ max_dense_params (exact), or "
                         "never dense (interval); also [budget] route in the TOML")
+    p.add_argument("--memory", type=_memory, metavar="SIZE",
+                   help="memory budget of curvature products and Jacobian chunks (e.g. 4GiB; "
+                        "Budget.memory_bytes): data are streamed in micro-batches that fit, "
+                        "and a sample that does not fit is an error, never an OOM crash")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--device", help="cpu (default) or cuda[:N]: where training and "
                    "measurement run")

@@ -73,6 +73,13 @@ class Subject:
     products' rounding is accounted for in every interval built on them by a calibrated
     error model (:mod:`boundcheck.engines.product_error`); dense and exact routes are
     unaffected.
+    distributed: ``True`` (or a ``torch.distributed`` process group; ``True`` is the world):
+    every rank builds the Subject with the same model and its own shard of the data; ``n``
+    stays the shard's count, ``total_samples`` is the all-reduced count, and the
+    data-parallel quantities (``hessian.lambda_max``, ``hessian.trace``, ...) all-reduce
+    their products and sums with exact weights n_r/n; every other quantity is refused
+    (NotApplicableError), never measured on the shard alone. Refused unless
+    ``torch.distributed`` is initialised and every rank holds the same parameters.
     """
 
     model: nn.Module
@@ -87,6 +94,7 @@ class Subject:
     trainable_only: bool = False
     test_data: Any = None
     product_dtype: Any = None
+    distributed: Any = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
@@ -128,8 +136,45 @@ class Subject:
                 + ", ".join(self.frozen) + ")")
         if self.name is None:
             self.name = type(self.model).__name__
+        self.process_group, self.world_size, self.total_samples = self._join_process_group()
 
     # -- construction -------------------------------------------------------------------
+    def _join_process_group(self) -> tuple[Any, int, int]:
+        """``(group, ranks, n over all ranks)``; ``(None, 1, n)`` unless ``distributed``. The
+        ranks must hold identical parameters (min and max all-reduced agree entrywise):
+        otherwise each would measure a different network and the sums would mix them."""
+        if self.distributed is False:
+            return None, 1, self.n
+        if self.product_dtype != self.dtype:
+            raise InvalidSubjectError(
+                "product_dtype below dtype is not data-parallel yet (each rank would calibrate "
+                "its own product error); use float64 products with distributed=True")
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise InvalidSubjectError("distributed=True needs torch.distributed initialised: "
+                                      "call torch.distributed.init_process_group first "
+                                      "(torchrun sets up its environment)")
+        if self.distributed is not True and not isinstance(self.distributed,
+                                                           dist.ProcessGroup):
+            raise InvalidSubjectError(f"distributed must be True/False or a torch.distributed "
+                                      f"ProcessGroup, got {self.distributed!r}")
+        group = None if self.distributed is True else self.distributed
+        comm = torch.device("cpu") if dist.get_backend(group) == "gloo" else self.device
+        sizes = torch.tensor([self.num_params, self.output_dim], dtype=torch.float64)
+        for values in (sizes, self.flat_params().double()):  # sizes first: equal shapes next
+            low, high = values.to(comm).clone(), values.to(comm).clone()
+            dist.all_reduce(low, op=dist.ReduceOp.MIN, group=group)
+            dist.all_reduce(high, op=dist.ReduceOp.MAX, group=group)
+            if not torch.equal(low, high):
+                raise InvalidSubjectError(
+                    "the ranks hold different models (parameter counts, outputs or values "
+                    "differ): build the same model on every rank (same seed, or one "
+                    "checkpoint) and shard only the data")
+        count = torch.tensor([float(self.n)], dtype=torch.float64, device=comm)
+        dist.all_reduce(count, op=dist.ReduceOp.SUM, group=group)
+        return group, dist.get_world_size(group), int(count.item())
+
     def _working_copy(self) -> nn.Module:
         stochastic = [type(m).__name__ for m in self.model.modules()
                       if isinstance(m, _STOCHASTIC_LAYERS)]
@@ -278,7 +323,7 @@ class Subject:
             "model": type(self.model).__name__,
             "architecture": _architecture_summary(self.net),
             "num_params": self.num_params,
-            "num_samples": self.n,
+            "num_samples": self.total_samples,
             "input_shape": list(self.batches[0].x.shape[1:]),
             "output_dim": self.output_dim,
             "loss": self.loss_fn.description,
@@ -288,7 +333,7 @@ class Subject:
             "product_dtype": str(self.product_dtype).replace("torch.", ""),
             "device": str(self.device),
             "notes": list(self.notes),
-        }
+        } | ({"ranks": self.world_size, "shard_samples": self.n} if self.world_size > 1 else {})
 
 
 class MatrixSubject:

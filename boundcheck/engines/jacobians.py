@@ -37,6 +37,7 @@ from torch import nn
 from torch.func import functional_call, jacfwd, jacrev, jvp, vjp, vmap
 
 from boundcheck.core.estimate import UNIT_ROUNDOFF
+from boundcheck.engines.memory import samples_that_fit
 
 CHECK_SAMPLES = 8  # samples on which the two autodiff modes are compared
 CHECK_DIRECTIONS = 2  # random products per checked sample
@@ -189,9 +190,17 @@ def preferred_mode(out_dim: int, in_dim: int) -> str:
     return "reverse" if out_dim <= in_dim else "forward"
 
 
-def chunk_size(per_sample_elements: int, element_bytes: int, budget_bytes: int) -> int:
-    """Samples per chunk so that a few copies of the chunk's Jacobians fit the budget."""
-    return max(1, budget_bytes // max(1, 4 * per_sample_elements * element_bytes))
+def chunk_size(per_sample_elements: int, element_bytes: int, budget_bytes: int,
+               memory_bytes: int | None = None) -> int:
+    """Samples per chunk so that a few (4) copies of the chunk's Jacobians fit the budget;
+    ``memory_bytes`` (``Budget.memory_bytes``) is a hard limit:
+    :class:`boundcheck.engines.memory.MemoryBudgetError` when not even one sample fits it."""
+    per_sample = 4 * per_sample_elements * element_bytes
+    step = max(1, budget_bytes // max(1, per_sample))
+    if memory_bytes is None:
+        return step
+    return min(step, samples_that_fit(per_sample, memory_bytes, memory_bytes,
+                                      "a chunk of per-sample Jacobians"))
 
 
 def dead_relu_samples(net: nn.Module, x: torch.Tensor, after: nn.Module | None = None
@@ -239,7 +248,8 @@ def jacobian_stats(jacobian: Callable[[int, int, str], torch.Tensor],
                    products: Callable[[int, int, torch.Tensor, str], torch.Tensor], n: int,
                    out_dim: int, in_dim: int, floor_rel: float, dtype: torch.dtype,
                    budget_bytes: int, seed: int = 0,
-                   proven_zero: torch.Tensor | None = None) -> JacobianStats:
+                   proven_zero: torch.Tensor | None = None,
+                   memory_bytes: int | None = None) -> JacobianStats:
     """Summaries of ``jacobian(start, stop, mode) -> (stop − start, K, d)`` over n samples.
 
     On the first :data:`CHECK_SAMPLES` samples, :data:`CHECK_DIRECTIONS` random products
@@ -249,7 +259,8 @@ def jacobian_stats(jacobian: Callable[[int, int, str], torch.Tensor],
     """
     u = unit_roundoff(dtype)
     mode = preferred_mode(out_dim, in_dim)
-    step = chunk_size(out_dim * in_dim, torch.finfo(dtype).bits // 8, budget_bytes)
+    step = chunk_size(out_dim * in_dim, torch.finfo(dtype).bits // 8, budget_bytes,
+                      memory_bytes)
     svals, grams, fros = [], [], []
     measured = 0.0
     for start in range(0, n, step):
@@ -307,13 +318,14 @@ def underflow_floor(terms: int) -> float:
 
 
 def weight_stats(net: nn.Module, weights: dict[str, torch.Tensor], x: torch.Tensor,
-                 floor_rel: float, budget_bytes: int) -> dict[str, WeightStats]:
+                 floor_rel: float, budget_bytes: int, memory_bytes: int | None = None
+                 ) -> dict[str, WeightStats]:
     """:class:`WeightStats` for each named weight (rows = output units/channels)."""
     u = unit_roundoff(x.dtype)
     total = sum(w.numel() for w in weights.values())
     with torch.no_grad():
         k = net(x[:1]).shape[1]
-    step = chunk_size(k * total, x.element_size(), budget_bytes)
+    step = chunk_size(k * total, x.element_size(), budget_bytes, memory_bytes)
     parts: dict[str, list[tuple[torch.Tensor, ...]]] = {name: [] for name in weights}
     for start in range(0, x.shape[0], step):
         jac = weight_jacobians(net, list(weights), x[start:start + step])

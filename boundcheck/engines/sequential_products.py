@@ -50,6 +50,16 @@ class SequentialHessianOperator:
                                 for b in s.batches]
         return self._values
 
+    def bytes_per_sample(self) -> int:
+        """Bytes of the cached layer values per sample (measured on one sample); a product
+        needs about as much again for its sweeps."""
+        s = self.subject
+        with torch.no_grad():
+            c = forward_backward(self.structure, s.batches[0].x[:1], s.batches[0].y[:1],
+                                 s.loss_fn)[0]
+        tensors = [*c.inputs, *c.d1, *c.d2, *c.grads, *c.deltas, c.output_hessian]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
     def _directions(self, v: torch.Tensor):
         """Split flat directions (…, P) into per-layer ``(V_l (…, out, in), c_l (…, out))``."""
         parts = iter(torch.split(v.to(self.dtype), self._sizes, dim=-1))

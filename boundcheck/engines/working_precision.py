@@ -46,10 +46,11 @@ class WorkingPrecisionOperator:
     """``v ↦ H v`` with the product taken in ``subject.product_dtype``: float64 in and out
     (``dtype`` is float64), with the calibrated :class:`ProductError` as ``product_error``."""
 
-    def __init__(self, subject: Subject):
+    def __init__(self, subject: Subject, memory_bytes: int | None = None):
         self.subject = subject
         self.working_dtype = subject.product_dtype
-        self.inner = hessian_operator(working_subject(subject, self.working_dtype))
+        self.memory_bytes = memory_bytes
+        self.inner = hessian_operator(working_subject(subject, self.working_dtype), memory_bytes)
         self.dim = subject.num_params
         self.dtype = subject.dtype
         self.device = subject.device
@@ -68,7 +69,7 @@ class WorkingPrecisionOperator:
     def float64_operator(self):
         """The float64 product operator of the same subject (built once, then kept)."""
         if self._float64 is None:
-            self._float64 = hessian_operator(self.subject)
+            self._float64 = hessian_operator(self.subject, self.memory_bytes)
         return self._float64
 
     @property
@@ -85,7 +86,7 @@ class WorkingPrecisionOperator:
         gaussian = torch.randn(CALIBRATION_VECTORS - half, self.dim, generator=gen,
                                dtype=torch.float64)
         v = torch.cat([rademacher, gaussian]).to(device=self.device, dtype=self.dtype)
-        reference = self._float64 or hessian_operator(self.subject)
+        reference = self._float64 or hessian_operator(self.subject, self.memory_bytes)
         exact = torch.stack([reference.matvec(row) for row in v])
         del reference  # its gradient graphs can be large: kept only if asked for
         worked = torch.stack([self.matvec(row) for row in v])
@@ -107,13 +108,13 @@ class WorkingPrecisionOperator:
                             time.perf_counter() - start)
 
 
-def working_precision_operator(subject: Subject):
-    """:func:`.curvature.hessian_operator` of the subject, wrapped in a
-    :class:`WorkingPrecisionOperator` when it asks for products below its ``dtype``."""
+def working_precision_operator(subject: Subject, memory_bytes: int | None = None):
+    """:func:`.curvature.hessian_operator` of the subject (under the memory budget), wrapped
+    in a :class:`WorkingPrecisionOperator` when it asks for products below its ``dtype``."""
     wanted = getattr(subject, "product_dtype", None)
     if not isinstance(subject, Subject) or wanted is None or wanted == subject.dtype:
-        return hessian_operator(subject)
-    return WorkingPrecisionOperator(subject)
+        return hessian_operator(subject, memory_bytes)
+    return WorkingPrecisionOperator(subject, memory_bytes)
 
 
 def float64_products(op):

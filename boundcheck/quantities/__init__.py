@@ -26,11 +26,13 @@ from boundcheck.quantities.registry import (
     QUANTITIES,
     Budget,
     Context,
+    MemoryBudgetError,
     NotAffordableError,
     NotApplicableError,
     Quantity,
     quantity,
 )
 
-__all__ = ["LAYER_INDEX", "QUANTITIES", "Budget", "Context", "NotAffordableError",
+__all__ = ["LAYER_INDEX", "QUANTITIES", "Budget", "Context", "MemoryBudgetError",
+           "NotAffordableError",
            "NotApplicableError", "Quantity", "quantity"]

@@ -13,22 +13,68 @@ Near a minimum R is small, which is what makes the control-variate ``hessian.tra
 
 from __future__ import annotations
 
+import torch
+
 from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate
 from boundcheck.core.subject import Subject
-from boundcheck.engines.curvature import GaussNewton
+from boundcheck.engines.curvature import GaussNewton, dense_hessian_with_error
+from boundcheck.engines.data_parallel import (
+    DataParallelGaussNewton,
+    DataParallelOperator,
+    ShardWeights,
+    all_reduced_dense,
+)
 from boundcheck.engines.estimators import stream_seed
 from boundcheck.engines.estimators.trace import CRITICAL_ALPHAS, residual_trace
 from boundcheck.engines.working_precision import working_precision_operator
-from boundcheck.quantities.registry import Context, NotAffordableError, NotApplicableError, quantity
+from boundcheck.quantities.registry import (
+    Context,
+    NotAffordableError,
+    NotApplicableError,
+    distributed,
+    quantity,
+)
 from boundcheck.quantities.routes import dense_allowed
 
 U = UNIT_ROUNDOFF["float64"]
 
 
 def hessian_operator_of(ctx: Context):
-    """The subject's Hessian operator, built once per context; its products are in the
-    subject's ``product_dtype`` (:mod:`boundcheck.engines.working_precision`)."""
-    return ctx.artifact("hessian.operator", lambda: working_precision_operator(ctx.subject))
+    """The subject's Hessian operator, built once per context: products in the subject's
+    ``product_dtype`` (:mod:`boundcheck.engines.working_precision`), under the memory budget,
+    and over a distributed subject's ranks all-reduced with weights n_r/n
+    (:class:`DataParallelOperator`)."""
+    return ctx.artifact("hessian.operator", lambda: _over_ranks(
+        ctx, working_precision_operator(ctx.subject, ctx.budget.memory_bytes),
+        DataParallelOperator))
+
+
+def _over_ranks(ctx: Context, local, data_parallel):
+    """``local`` (this rank's operator), wrapped in ``data_parallel`` (whose results are
+    all-reduced with weights n_r/n) when the subject is distributed."""
+    if distributed(ctx.subject):
+        return data_parallel(local, ctx.subject.n, ctx.subject.process_group)
+    return local
+
+
+def dense_hessian_of(ctx: Context) -> tuple[torch.Tensor, float]:
+    """The dense Hessian and a bound on the Frobenius norm of its error
+    (:func:`dense_hessian_with_error`), summed over a distributed subject's ranks."""
+    h, error = dense_hessian_with_error(ctx.subject, ctx.budget.memory_bytes)
+    if distributed(ctx.subject):
+        return all_reduced_dense(h, error, ctx.subject.n, ctx.subject.process_group)
+    return h, error
+
+
+def shard_sum(ctx: Context, value: float, error: float) -> tuple[float, float]:
+    """A quantity that is a mean over samples, ``value ± error`` on this rank's shard, as the
+    mean over every rank's samples (itself when the subject is not distributed)."""
+    if not distributed(ctx.subject):
+        return value, error
+    w = ShardWeights(ctx.subject.n, ctx.subject.num_params, ctx.subject.device,
+                     ctx.subject.process_group)
+    total, total_error, magnitude = w.reduce_values(value, error, abs(value))
+    return total, total_error + w.rounding() * magnitude
 
 
 def require_calibrated_confidence(ctx: Context) -> None:
@@ -43,11 +89,12 @@ def gauss_newton(ctx: Context) -> GaussNewton:
     if not isinstance(ctx.subject, Subject):
         raise NotApplicableError("the Gauss–Newton split needs a network, data and a loss "
                                  "(a bare matrix has no G)")
-    return ctx.artifact("ggn.operator", lambda: GaussNewton(ctx.subject))
+    return ctx.artifact("ggn.operator", lambda: _over_ranks(
+        ctx, GaussNewton(ctx.subject, ctx.budget.memory_bytes), DataParallelGaussNewton))
 
 
 @quantity("ggn.trace", "tr G, G = (1/n) Σ_i J_iᵀ A_i J_i (Gauss–Newton)",
-          r"\operatorname{tr} G")
+          r"\operatorname{tr} G", data_parallel=True)
 def _ggn_trace(ctx: Context) -> Estimate:
     g = gauss_newton(ctx)
     value, magnitude = g.trace_terms()
@@ -56,7 +103,8 @@ def _ggn_trace(ctx: Context) -> Estimate:
     return Estimate.exact(value, err, "per-sample Jacobians J_i J_iᵀ and output Hessians A_i")
 
 
-@quantity("residual.trace", "tr R = tr H − tr G", r"\operatorname{tr} R")
+@quantity("residual.trace", "tr R = tr H − tr G", r"\operatorname{tr} R",
+          data_parallel=True)
 def _residual_trace(ctx: Context) -> Estimate:
     g = gauss_newton(ctx)
     if dense_allowed(ctx):  # (Budget.route "interval": tr H may be an estimate, not exact)

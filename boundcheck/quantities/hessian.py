@@ -59,7 +59,6 @@ import torch
 
 from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate, combine_kind
 from boundcheck.core.subject import Subject
-from boundcheck.engines.curvature import dense_hessian_with_error
 from boundcheck.engines.estimators import stream_seed
 from boundcheck.engines.estimators.lanczos import (
     SpectralDensity,
@@ -85,15 +84,18 @@ from boundcheck.engines.finite_difference_trace import (
 from boundcheck.engines.sequential import subject_structure
 from boundcheck.engines.sequential_hessian import exact_trace
 from boundcheck.quantities.ggn import (
+    dense_hessian_of,
     gauss_newton,
     hessian_operator_of,
     require_calibrated_confidence,
+    shard_sum,
 )
 from boundcheck.quantities.registry import (
     TRACE_METHODS,
     Context,
     NotAffordableError,
     NotApplicableError,
+    distributed,
     quantity,
 )
 from boundcheck.quantities.routes import choose, dense_allowed, refusal
@@ -133,7 +135,7 @@ def dense_spectrum(ctx: Context) -> DenseSpectrum:
         p = ctx.subject.num_params
         if not dense_allowed(ctx):
             raise NotAffordableError(refusal(ctx))
-        h, known_error = dense_hessian_with_error(ctx.subject)
+        h, known_error = dense_hessian_of(ctx)
         h = h.to(torch.float64)
         if not torch.isfinite(h).all():
             raise FloatingPointError("the Hessian has NaN/inf entries (overflow in the model?)")
@@ -151,12 +153,12 @@ def dense_spectrum(ctx: Context) -> DenseSpectrum:
     return ctx.artifact("hessian.dense_spectrum", build)
 
 
-@quantity("hessian.dim", "number of parameters P (the Hessian's size N)", "P")
+@quantity("hessian.dim", "number of parameters P (the Hessian's size N)", "P", data_parallel=True)
 def _dim(ctx: Context) -> Estimate:
     return Estimate.integer(ctx.subject.num_params, "count")
 
 
-@quantity("hessian.trace", "tr H", r"\operatorname{tr} H")
+@quantity("hessian.trace", "tr H", r"\operatorname{tr} H", data_parallel=True)
 def _trace(ctx: Context) -> Estimate:
     # sequential MLPs: exact at any size, cheaper than the dense diagonal and with a tighter
     # rounding bound (an explicit Budget.trace_method still runs that estimator)
@@ -165,7 +167,8 @@ def _trace(ctx: Context) -> Estimate:
     structure = ctx.artifact("sequential_structure", lambda: subject_structure(ctx.subject))
     if ctx.budget.trace_method == "auto" and not isinstance(structure, str):
         t = exact_trace(ctx.subject, structure)
-        return Estimate.exact(t.value, t.abs_error + ETA, "exact trace by pre-activation "
+        value, error = shard_sum(ctx, t.value, t.abs_error)
+        return Estimate.exact(value, error + ETA, "exact trace by pre-activation "
                               "Hessian recursion (sequential MLP)")
     if not dense_affordable(ctx):
         return matrix_free_trace(ctx)
@@ -176,7 +179,7 @@ def _trace(ctx: Context) -> Estimate:
     return _scaled(value, err, d.scale, "dense Hessian diagonal")
 
 
-@quantity("hessian.fro2", "tr H² = ‖H‖_F²", r"\operatorname{tr} H^2")
+@quantity("hessian.fro2", "tr H² = ‖H‖_F²", r"\operatorname{tr} H^2", data_parallel=True)
 def _fro2(ctx: Context) -> Estimate:
     if not dense_affordable(ctx):
         require_calibrated_confidence(ctx)
@@ -192,7 +195,7 @@ def _fro2(ctx: Context) -> Estimate:
     return _scaled(value, err, d.scale, "dense Hessian Frobenius norm", power=2)
 
 
-@quantity("hessian.eigenvalue_mean", "m = tr H / P", "m")
+@quantity("hessian.eigenvalue_mean", "m = tr H / P", "m", data_parallel=True)
 def _mean(ctx: Context) -> Estimate:
     t = ctx.get("hessian.trace")
     p = ctx.subject.num_params
@@ -211,7 +214,7 @@ def _centred_norm(d: DenseSpectrum) -> tuple[float, float]:
     return c / math.sqrt(p), err / math.sqrt(p)
 
 
-@quantity("hessian.eigenvalue_variance", "s² = ‖H − mI‖_F² / P", "s^2")
+@quantity("hessian.eigenvalue_variance", "s² = ‖H − mI‖_F² / P", "s^2", data_parallel=True)
 def _variance(ctx: Context) -> Estimate:
     route = choose(ctx, "hessian.eigenvalue_variance")
     if not route.dense:
@@ -224,7 +227,8 @@ def _variance(ctx: Context) -> Estimate:
                                        ).clamp_below(0.0))
 
 
-@quantity("hessian.eigenvalue_std", "s = √(‖H − mI‖_F² / P), the eigenvalues' spread", "s")
+@quantity("hessian.eigenvalue_std", "s = √(‖H − mI‖_F² / P), the eigenvalues' spread", "s",
+          data_parallel=True)
 def _std(ctx: Context) -> Estimate:
     route = choose(ctx, "hessian.eigenvalue_std")
     if not route.dense:
@@ -271,12 +275,12 @@ def scaled_estimate(value: float, err: float, scale: float, power: int, method: 
     return Estimate(math.inf, lower, math.inf, "exact", method + " (beyond the float64 range)")
 
 
-@quantity("hessian.lambda_max", "largest eigenvalue of H", r"\lambda_{\max}")
+@quantity("hessian.lambda_max", "largest eigenvalue of H", r"\lambda_{\max}", data_parallel=True)
 def _lambda_max(ctx: Context) -> Estimate:
     return _extreme(ctx, "largest", "hessian.lambda_max")
 
 
-@quantity("hessian.lambda_min", "smallest eigenvalue of H", r"\lambda_{\min}")
+@quantity("hessian.lambda_min", "smallest eigenvalue of H", r"\lambda_{\min}", data_parallel=True)
 def _lambda_min(ctx: Context) -> Estimate:
     return _extreme(ctx, "smallest", "hessian.lambda_min")
 
@@ -447,6 +451,9 @@ def finite_difference_trace_estimate(ctx: Context) -> Estimate:
     if not isinstance(ctx.subject, Subject):
         raise NotApplicableError("the finite-difference trace needs a loss to evaluate "
                                  "(a bare matrix has none)")
+    if distributed(ctx.subject):
+        raise NotApplicableError("the finite-difference trace is not data-parallel (it would "
+                                 "see only this rank's shard): use another trace_method")
     require_calibrated_confidence(ctx)
     evaluate, theta = subject_evaluator(ctx.subject)
     r = finite_difference_trace(evaluate, theta, num_directions=ctx.budget.fd_trace_directions,

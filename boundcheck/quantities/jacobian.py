@@ -97,7 +97,8 @@ def input_jacobian_stats(ctx: Context) -> jac.JacobianStats:
 
         return jac.jacobian_stats(compute, products, s.n, s.output_dim, x[0].numel(),
                                   floor_rel(ctx), s.dtype, ctx.budget.jacobian_chunk_bytes,
-                                  ctx.seed, jac.dead_relu_samples(s.net, x))
+                                  ctx.seed, jac.dead_relu_samples(s.net, x),
+                                  ctx.budget.memory_bytes)
 
     return ctx.artifact("jacobian.input_stats", build)
 
@@ -122,7 +123,8 @@ def layer_jacobian_stats(ctx: Context, index: int) -> jac.JacobianStats:
 
         return jac.jacobian_stats(compute, products, s.n, s.output_dim, lay.input_dim,
                                   floor_rel(ctx), s.dtype, ctx.budget.jacobian_chunk_bytes,
-                                  ctx.seed, jac.dead_relu_samples(s.net, x, lay.module))
+                                  ctx.seed, jac.dead_relu_samples(s.net, x, lay.module),
+                                  ctx.budget.memory_bytes)
 
     return ctx.artifact(f"jacobian.layer.{index}.stats", build)
 
@@ -140,7 +142,7 @@ def weight_stats(ctx: Context, index: int) -> jac.WeightStats:
         names = [la.weight_name for la in structure(ctx).layers if la.weight_name]
         weights = {name: params[name].detach() for name in dict.fromkeys(names)}
         return jac.weight_stats(s.net, weights, samples(ctx), floor_rel(ctx),
-                                ctx.budget.jacobian_chunk_bytes)
+                                ctx.budget.jacobian_chunk_bytes, ctx.budget.memory_bytes)
 
     return ctx.artifact("jacobian.weight_stats", build)[lay.weight_name]
 

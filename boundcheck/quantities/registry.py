@@ -17,6 +17,7 @@ from boundcheck.core import checks
 from boundcheck.core.estimate import Estimate
 from boundcheck.core.subject import MatrixSubject
 from boundcheck.engines.estimators.clock import time_limit
+from boundcheck.engines.memory import MemoryBudgetError
 
 
 class NotApplicableError(Exception):
@@ -33,6 +34,7 @@ class Quantity:
     description: str
     measure: Callable[[Context], Estimate]
     latex: str = ""
+    data_parallel: bool = False  # every route all-reduces over a distributed subject's ranks
 
 
 LAYER_INDEX = "<l>"
@@ -66,25 +68,38 @@ class _Registry(dict):
             return None
         return Quantity(name, family.description.replace(LAYER_INDEX, str(index)),
                         lambda ctx: family.measure(ctx, index),
-                        family.latex.replace(LAYER_INDEX, str(index)))
+                        family.latex.replace(LAYER_INDEX, str(index)), family.data_parallel)
 
 
 QUANTITIES: dict[str, Quantity] = _Registry()
 
 
-def quantity(name: str, description: str, latex: str = ""):
+def quantity(name: str, description: str, latex: str = "", data_parallel: bool = False):
     """Decorator registering a measuring function under ``name``.
 
     A name with a ``<l>`` part registers an indexed family whose function is ``fn(ctx, l)``.
+    ``data_parallel``: every route of the function is correct on a distributed subject (its
+    products and sums are all-reduced over the ranks, :mod:`boundcheck.engines.data_parallel`);
+    any other quantity is refused there (:meth:`Context.get`).
     """
 
     def wrap(fn: Callable[[Context], Estimate]) -> Callable[[Context], Estimate]:
         if dict.__contains__(QUANTITIES, name):
             raise ValueError(f"quantity {name!r} registered twice")
-        QUANTITIES[name] = Quantity(name, description, fn, latex)
+        QUANTITIES[name] = Quantity(name, description, fn, latex, data_parallel)
         return fn
 
     return wrap
+
+
+def distributed(subject: Any) -> bool:
+    """Whether ``subject`` is a :class:`boundcheck.core.subject.Subject` over a process group
+    (``distributed=...``): its data are sharded across ranks."""
+    return getattr(subject, "distributed", False) is not False
+
+
+def data_parallel_quantities() -> list[str]:
+    return sorted(name for name, q in dict.items(QUANTITIES) if q.data_parallel)
 
 
 TRACE_METHODS = ("auto", "hutchinson", "hutchpp", "control_variate", "finite_difference")
@@ -125,6 +140,10 @@ class Budget:
     max_refinements: int = 2  # INCONCLUSIVE on estimated inputs: re-measure this often
     time_limit_s: float | None = None  # per quantity measured (None: no limit); see
     # boundcheck.engines.estimators.clock: estimators stop and return the interval reached
+    # Bytes curvature products and per-sample Jacobian chunks may hold beyond the model and
+    # the data (boundcheck.engines.memory); None: no limit (every batch's gradient graph is
+    # kept). A budget too small for one sample is MemoryBudgetError (NotAffordable).
+    memory_bytes: int | None = None
     # The papers' dialect (boundcheck.quantities.paper_dialect): the authors' sample subset,
     # top-k log-volume and ε-regularised harmonic factor.
     paper_samples: int = 20  # |S|: the authors average 20 training samples per checkpoint
@@ -151,6 +170,8 @@ class Budget:
                 checks.real(value, name, at_least=0.0)
             else:
                 checks.real(value, name, above=0.0)
+        if self.memory_bytes is not None:
+            checks.integer(self.memory_bytes, "Budget.memory_bytes", least=1)
         if self.converged_window < 1000:
             raise ValueError(f"Budget.converged_window must be ≥ 1000 steps (T10's CONVERGED), "
                              f"got {self.converged_window}")
@@ -187,6 +208,10 @@ class Context:
         checks.integer(self.seed, "seed")
         if not isinstance(self.budget, Budget):
             raise ValueError(f"budget must be a Budget, got {type(self.budget).__name__}")
+        if distributed(self.subject) and self.budget.time_limit_s is not None:
+            raise ValueError("Budget.time_limit_s cannot be used with a distributed subject: "
+                             "the ranks' clocks would stop their estimators at different "
+                             "products, and every product is a collective all-reduce")
 
     def get(self, name: str) -> Estimate:
         if name in self.estimates:
@@ -195,6 +220,13 @@ class Context:
             raise self.failures[name]
         if name not in QUANTITIES:
             raise KeyError(f"unknown quantity {name!r}; known: {', '.join(sorted(QUANTITIES))}")
+        if distributed(self.subject) and not QUANTITIES[name].data_parallel:
+            failure = NotApplicableError(
+                f"{name} is not data-parallel: over {self.subject.world_size} ranks it would see "
+                f"only this rank's shard ({self.subject.n} of {self.subject.total_samples} "
+                f"samples); data-parallel quantities: {', '.join(data_parallel_quantities())}")
+            self.failures[name] = failure
+            raise failure
         try:
             with time_limit(self.budget.time_limit_s):
                 est = QUANTITIES[name].measure(self)
@@ -205,7 +237,7 @@ class Context:
                                          "loss); a MatrixSubject holds only its matrix")
             self.failures[name] = failure
             raise failure from err
-        except (NotApplicableError, NotAffordableError) as err:
+        except (NotApplicableError, NotAffordableError, MemoryBudgetError) as err:
             self.failures[name] = err
             raise
         self.estimates[name] = est

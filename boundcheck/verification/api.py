@@ -13,6 +13,7 @@ from boundcheck.quantities import (
     QUANTITIES,
     Budget,
     Context,
+    MemoryBudgetError,
     NotAffordableError,
     NotApplicableError,
 )
@@ -110,7 +111,7 @@ def _decide_once(theorem: Theorem, ctx: Context) -> TheoremResult:
         except NotApplicableError as err:
             return TheoremResult(theorem.id, Verdict.NOT_APPLICABLE, f"{name}: {err}",
                                  quantities=values)
-        except NotAffordableError as err:
+        except (NotAffordableError, MemoryBudgetError) as err:
             return TheoremResult(theorem.id, Verdict.INCONCLUSIVE, f"{name}: {err}",
                                  quantities=values)
         except (RuntimeError, ValueError, ArithmeticError, NotImplementedError) as err:
