@@ -153,10 +153,12 @@ def interval(est, truth: float | None) -> tuple[str, str]:
 
 
 def route(est) -> str:
+    """A short name for the route ``bc.measure`` took (from the estimate's method)."""
     method = est.method.lower()
-    for word, short in (("dense", "dense"), ("lanczos", "Lanczos"), ("exact", "exact"),
-                        ("hutch", "Hutch++" if "++" in method else "Hutchinson"),
-                        ("rademacher", "Hutchinson-type"), ("control", "control variate")):
+    for word, short in (("control", "control variate"), ("hutch++", "Hutch++"),
+                        ("hutchpp", "Hutch++"), ("hutchinson", "Hutchinson"),
+                        ("rademacher", "Hutchinson-type"), ("lanczos", "Lanczos"),
+                        ("dense", "dense"), ("exact", "exact")):
         if word in method:
             return short
     return est.method[:24]
@@ -235,6 +237,8 @@ NOTES = f"""- product/grad: boundcheck's Hessian-vector product (R-operator for 
   "—" on the dense route) / eigsh's at tol {EIGSH_TOL:g}; time boundcheck / curvlinops + eigsh.
 - tr H: boundcheck's interval (exact with its rounding bound, or ±1% at 99%) / curvlinops'
   {HUTCHINSON_PROBES}-probe Hutchinson (no interval, typically ±10% or wider).
+- "(time limit)": `Budget.time_limit_s` stopped the estimator; the interval is the one
+  reached by then (still covering at its confidence).
 - check: ✓ when the interval contains the dense Hessian's value (P ≤ the dense limit) or,
   for tr H of sequential MLPs, the exact trace; — where no reference is computed."""
 
@@ -242,7 +246,7 @@ NOTES = f"""- product/grad: boundcheck's Hessian-vector product (R-operator for 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="h = 32, 64 at init, no CNN")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--time-limit", type=float, default=None,
                         help="Budget.time_limit_s per quantity (default 40, quick 10)")
     parser.add_argument("--train-steps", type=int, default=300)
