@@ -17,8 +17,12 @@ initialisation and after a short training. Cross-entropy, float64. Per row:
 * check: each interval against the dense Hessian's value where P ≤ ``--dense-max``, and tr H
   against the exact trace of sequential MLPs (``exact_trace``) above that.
 
-Everything goes through the public API (``bc.measure``, ``bc.Subject``, ``Budget``), so a
-route chosen differently by a later version shows up here unchanged. ``--time-limit`` sets
+Times are CPU time of this process (``time.process_time``) with torch at one thread and the
+BLAS of numpy/scipy limited to one (threadpoolctl, when installed; else set
+OPENBLAS_NUM_THREADS=1), so that other jobs on a shared machine slow a row less than its wall
+time (they still share caches and memory bandwidth). Everything goes through the public API
+(``bc.measure``, ``bc.Subject``, ``Budget``), so a route chosen differently by a later version
+shows up here unchanged. ``--time-limit`` sets
 ``Budget.time_limit_s`` per quantity (an interval stopped by it says so in the table).
 
     python benchmarks/bench_widths.py            # the full table (< 10 min on 1 thread)
@@ -71,9 +75,9 @@ def plain_gradient(subject: bc.Subject):
 
 
 def timed(fn):
-    start = time.perf_counter()
+    start = time.process_time()
     out = fn()
-    return out, time.perf_counter() - start
+    return out, time.process_time() - start
 
 
 def best_interleaved(fns: dict, repeats: int) -> dict[str, float]:
@@ -220,7 +224,7 @@ def table(rows: list[Row], args, wall: float) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     lines = [f"1 thread (torch.set_num_threads(1)), torch {torch.__version__}, float64; load "
              f"average {load:.2f} at the end, whole run {wall:.0f} s; time limit per quantity "
-             f"{args.time_limit} s. Ratios are of times measured side by side in this run. "
+             f"{args.time_limit} s. Ratios are of CPU times measured side by side in this run. "
              f"{args.note}".rstrip(), "",
              "| case | P | " + " | ".join(columns) + " |",
              "|---|---:|" + "---:|" * len(columns)]
@@ -261,9 +265,15 @@ def main() -> None:
     widths = args.widths or ([32, 64] if args.quick else [32, 64, 128, 256])
     states = (False,) if args.quick else (False, True)
     torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)  # eigsh's BLAS: one thread, so CPU time compares like with like
+    except ImportError:
+        pass
     torch.manual_seed(0)
     np.random.seed(0)
-    start = time.perf_counter()
+    start = time.perf_counter()  # wall time of the whole run
     rows = []
     for trained in states:
         when = f"trained {args.train_steps} Adam steps" if trained else "init"
