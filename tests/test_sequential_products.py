@@ -91,3 +91,16 @@ def test_lanczos_on_the_r_operator_brackets_the_dense_lambda_max():
     est = extreme_eigenvalue(r_operator(subject), confidence=0.99, rel_tol=1e-10, seed=1)
     assert est.lower <= truth <= est.upper
     assert est.upper - est.lower <= 1e-8 * abs(truth)
+
+
+@pytest.mark.parametrize("k", [1, 2, 8])
+def test_block_sweep_of_any_width_matches_the_dense_hessian_over_unequal_batches(k):
+    """The samples-major block sweep (k directions in one GEMM) and the one-vector sweep, with
+    the batch weights n_b/n folded into the cached values: three batches of 2, 5 and 7."""
+    subject = make_subject([6, 7, 5, 4], act="softplus", n=14, seed=8, cuts=(2, 7))
+    h = autograd_hessian(subject)
+    op = r_operator(subject)
+    v = directions(subject, k, seed=k)
+    assert rel_diff(op._product(v), v @ h.T) <= 1e-12
+    assert rel_diff(op._product(v[0]), h @ v[0]) <= 1e-12
+    assert op._product(v[0]).shape == (subject.num_params,)

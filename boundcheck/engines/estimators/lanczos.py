@@ -49,6 +49,17 @@ Ritz value and ``ρ = ‖AYᵀ − YᵀΘ‖_2`` the norm of their residual bloc
   ``ρ²/(θ − c)``, and to about ``ρ`` when the top is repeated. A run that spans its whole
   space (or hits an invariant Krylov subspace) has found every eigenvalue and needs no bound.
 
+  Measured and not kept (issue 18; MLP 20→h→h→10 tanh, 512 samples, rel_tol 1e-6, 3 seeds):
+  the second run cannot start inside the first run's Krylov space, because KW needs a start
+  uniform on the sphere of the deflated space and independent of the deflated vectors, which
+  the first run's start is not. The valid reuse, deflating the whole first basis Q (a fresh
+  start in Q^⊥, bound from λ_max([[QAQᵀ, F], [F, c·I]]) with F² the Gram of the residual
+  block), couples every unconverged Ritz vector to c with residuals near β: deflated runs of
+  91–181 products and widths 4e-2–1e-1 instead of 28–32 and < 1e-6 at initialisation (equal
+  trained). Stopping the first run on the block residuals alone saved no product there (the
+  block condition binds). What remains above eigsh's count is the KW floor at 99%: ~28
+  products at initialisation (gap under the block ≈ 6% of the spread), ~14 trained.
+
 Rounding: ``e = 2‖T − Tᵀ‖_F + 8 u P max|θ_j|`` with ``T = Q (AQ)ᵀ`` the projected matrix: its
 asymmetry is the rounding noise the products actually made (the same model as the dense path
 in :mod:`boundcheck.quantities.hessian`). Floating-point Krylov spaces are not exact ones; with
