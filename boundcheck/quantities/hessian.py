@@ -58,6 +58,7 @@ from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate, combine_kind
 from boundcheck.core.subject import Subject
 from boundcheck.engines.curvature import dense_hessian_with_error
 from boundcheck.engines.estimators import stream_seed
+from boundcheck.engines.estimators.block_trace import block_hutchinson_trace, block_pilot
 from boundcheck.engines.estimators.lanczos import (
     SpectralDensity,
     TopRitz,
@@ -79,6 +80,7 @@ from boundcheck.engines.finite_difference_trace import (
     has_kinks,
     subject_evaluator,
 )
+from boundcheck.engines.last_layer_trace import last_layer_trace, module_groups
 from boundcheck.engines.sequential import subject_structure
 from boundcheck.engines.sequential_hessian import exact_trace
 from boundcheck.quantities.ggn import (
@@ -336,7 +338,10 @@ def matrix_free_trace(ctx: Context) -> Estimate:
     selection: dict = {}
     if method == "auto":
         method, pilot, selection = _choose_trace_estimator(ctx, op)
-    if method == "hutchinson":
+    if method == "block":
+        groups, exact, err, info = _block_parts(ctx)
+        est = block_hutchinson_trace(op, groups, exact, err, pilot=pilot, **common, **info)
+    elif method == "hutchinson":
         est = hutchinson_trace(op, pilot=pilot, **common)
     else:
         g = gauss_newton(ctx)
@@ -344,24 +349,51 @@ def matrix_free_trace(ctx: Context) -> Estimate:
         est = control_variate_trace(op, t.value, t.half_width, g.quadratic_form, pilot=pilot,
                                     **common)
     est.details.update(selection)
+    if est.kind == "statistical" and est.details.get("sample_sd", 0.0) > 0.0:
+        # the cost of the target, shown: products a normal-theory interval of the target
+        # width would need at this spread (the cap is Budget.max_probes)
+        per = est.details.get("groups", 1)
+        target = b.trace_rel_half_width * abs(est.value)
+        if target > 0.0:
+            z = est.details["critical_value"]
+            est.details["products_for_target"] = per * math.ceil(
+                (z * est.details["sample_sd"] / target) ** 2)
     return est
 
 
+def _block_parts(ctx: Context) -> tuple[list[torch.Tensor], float, float, dict]:
+    """Groups of the block-diagonal estimator (one per module) and the exact last-layer
+    block trace (:mod:`boundcheck.engines.last_layer_trace`) where it applies."""
+    if not isinstance(ctx.subject, Subject):
+        return [torch.arange(ctx.subject.num_params)], 0.0, 0.0, {
+            "exact_block": "none (a bare matrix has no layers)"}
+    last = ctx.artifact("last_layer_trace", lambda: last_layer_trace(ctx.subject))
+    if isinstance(last, str):
+        return module_groups(ctx.subject), 0.0, 0.0, {"exact_block": f"none ({last})"}
+    return (module_groups(ctx.subject, last.indices), last.value, last.abs_error,
+            {"exact_block": last.module})
+
+
 def _choose_trace_estimator(ctx: Context, op) -> tuple[str, torch.Tensor, dict]:
-    """Pilot probes: Hutchinson's samples ``vᵀHv`` against the control variate's ``vᵀRv``."""
+    """Pilot probes: Hutchinson's samples ``vᵀHv`` against the control variate's ``vᵀRv``
+    and the block-diagonal estimator's samples, compared by variance per product."""
     gen = torch.Generator().manual_seed(stream_seed(ctx.seed, "hessian.trace.pilot"))
     v = rademacher(PILOT, op.dim, gen, op.dtype, op.device)
     x_h = (v * apply_rows(op, v)).sum(dim=1).double().cpu()
     if not isinstance(ctx.subject, Subject):
         return "hutchinson", x_h, {"selected": "hutchinson (no Gauss–Newton split)"}
     x_r = x_h - gauss_newton(ctx).quadratic_form(v).double().cpu()
-    var_h, var_r = float(x_h.var()), float(x_r.var())
-    # a control-variate probe costs about 1.5 Hessian-vector products
-    if 1.5 * var_r < var_h:
-        return "control_variate", x_r, {"selected": "control_variate", "pilot_var_h": var_h,
-                                        "pilot_var_r": var_r}
-    return "hutchinson", x_h, {"selected": "hutchinson", "pilot_var_h": var_h,
-                               "pilot_var_r": var_r}
+    groups, _, _, _ = _block_parts(ctx)
+    x_b = block_pilot(op, groups, PILOT, gen)
+    # per product: a control-variate probe costs about 1.5 Hessian-vector products, a block
+    # sample one product per group
+    costs = {"hutchinson": float(x_h.var()), "control_variate": 1.5 * float(x_r.var()),
+             "block": len(groups) * float(x_b.var())}
+    pilots = {"hutchinson": x_h, "control_variate": x_r, "block": x_b}
+    best = min(costs, key=costs.get)
+    return best, pilots[best], {"selected": best, "pilot_var_h": float(x_h.var()),
+                                "pilot_var_r": float(x_r.var()),
+                                "pilot_var_per_product": costs}
 
 
 def matrix_free_variance(ctx: Context) -> Estimate:
