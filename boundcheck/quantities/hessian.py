@@ -81,6 +81,7 @@ from boundcheck.engines.finite_difference_trace import (
     subject_evaluator,
 )
 from boundcheck.engines.last_layer_trace import last_layer_trace, module_groups
+from boundcheck.engines.layer_probes import LayerProbes, probed_modules, samples_independent
 from boundcheck.engines.sequential import subject_structure
 from boundcheck.engines.sequential_hessian import exact_trace
 from boundcheck.quantities.ggn import (
@@ -339,8 +340,10 @@ def matrix_free_trace(ctx: Context) -> Estimate:
     if method == "auto":
         method, pilot, selection = _choose_trace_estimator(ctx, op)
     if method == "block":
-        groups, exact, err, info = _block_parts(ctx)
-        est = block_hutchinson_trace(op, groups, exact, err, pilot=pilot, **common, **info)
+        groups, exact, err, extra, info = _block_parts(ctx)
+        est = block_hutchinson_trace(op, groups, exact, err, pilot=pilot, extra=extra,
+                                     extra_cost=len(info.get("per_sample_layers", ())),
+                                     **common, **info)
     elif method == "hutchinson":
         est = hutchinson_trace(op, pilot=pilot, **common)
     else:
@@ -361,17 +364,39 @@ def matrix_free_trace(ctx: Context) -> Estimate:
     return est
 
 
-def _block_parts(ctx: Context) -> tuple[list[torch.Tensor], float, float, dict]:
-    """Groups of the block-diagonal estimator (one per module) and the exact last-layer
-    block trace (:mod:`boundcheck.engines.last_layer_trace`) where it applies."""
+def _block_parts(ctx: Context):
+    """The block-diagonal estimator's parts: the exact last-layer block trace
+    (:mod:`boundcheck.engines.last_layer_trace`) where it applies, per-sample probes of the
+    blocks of layers linear in their parameters (:mod:`boundcheck.engines.layer_probes`,
+    when samples do not interact), and one parameter-space group per remaining module."""
     if not isinstance(ctx.subject, Subject):
-        return [torch.arange(ctx.subject.num_params)], 0.0, 0.0, {
+        return [torch.arange(ctx.subject.num_params)], 0.0, 0.0, None, {
             "exact_block": "none (a bare matrix has no layers)"}
-    last = ctx.artifact("last_layer_trace", lambda: last_layer_trace(ctx.subject))
-    if isinstance(last, str):
-        return module_groups(ctx.subject), 0.0, 0.0, {"exact_block": f"none ({last})"}
-    return (module_groups(ctx.subject, last.indices), last.value, last.abs_error,
-            {"exact_block": last.module})
+    s = ctx.subject
+    last = ctx.artifact("last_layer_trace", lambda: last_layer_trace(s))
+    info: dict = {"exact_block": f"none ({last})" if isinstance(last, str) else last.module}
+    exact, err, skip = 0.0, 0.0, set()
+    if not isinstance(last, str):
+        exact, err, skip = last.value, last.abs_error, {last.module}
+    layers = probed_modules(s, skip) if samples_independent(s) else []
+    done = [p for _, m in layers for p in m.parameters(recurse=False)]
+    done_idx = [torch.arange(a, b) for p, (a, b) in _offsets(s) if any(p is q for q in done)]
+    if not isinstance(last, str):
+        done_idx.append(last.indices)
+    groups = module_groups(s, torch.cat(done_idx) if done_idx else None)
+    extra = None
+    if layers:
+        probes = ctx.artifact("layer_probes", lambda: LayerProbes(s, layers))
+        extra = probes.sample
+        info["per_sample_layers"] = [name for name, _ in layers]
+    return groups, exact, err, extra, info
+
+
+def _offsets(s: Subject):
+    o = 0
+    for p in s.params:
+        yield p, (o, o + p.numel())
+        o += p.numel()
 
 
 def _choose_trace_estimator(ctx: Context, op) -> tuple[str, torch.Tensor, dict]:
@@ -383,12 +408,13 @@ def _choose_trace_estimator(ctx: Context, op) -> tuple[str, torch.Tensor, dict]:
     if not isinstance(ctx.subject, Subject):
         return "hutchinson", x_h, {"selected": "hutchinson (no Gauss–Newton split)"}
     x_r = x_h - gauss_newton(ctx).quadratic_form(v).double().cpu()
-    groups, _, _, _ = _block_parts(ctx)
-    x_b = block_pilot(op, groups, PILOT, gen)
+    groups, _, _, extra, info = _block_parts(ctx)
+    x_b = block_pilot(op, groups, PILOT, gen, extra)
     # per product: a control-variate probe costs about 1.5 Hessian-vector products, a block
-    # sample one product per group
+    # sample one product per group and per probed layer
+    per = len(groups) + len(info.get("per_sample_layers", ()))
     costs = {"hutchinson": float(x_h.var()), "control_variate": 1.5 * float(x_r.var()),
-             "block": len(groups) * float(x_b.var())}
+             "block": per * float(x_b.var())}
     pilots = {"hutchinson": x_h, "control_variate": x_r, "block": x_b}
     best = min(costs, key=costs.get)
     return best, pilots[best], {"selected": best, "pilot_var_h": float(x_h.var()),

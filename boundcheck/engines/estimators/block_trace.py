@@ -25,6 +25,8 @@ spread per product of this estimator against plain Hutchinson's
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from boundcheck.core.estimate import Estimate
@@ -68,34 +70,54 @@ def _exact_groups(op, groups: list[torch.Tensor]) -> tuple[float, float]:
     return total, err + 8.0 * U * op.dim * abs(total)
 
 
-def block_pilot(op, groups: list[torch.Tensor], m: int, generator: torch.Generator
-                ) -> torch.Tensor:
-    """m samples of ``Σ_g v_gᵀ (A v_g)_g`` (to size or choose the estimator)."""
-    v = rademacher(m, op.dim, generator, op.dtype, op.device)
-    return _group_products(op, v, groups)[0].double().cpu()
+Extra = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _draw(op, groups: list[torch.Tensor], m: int, generator: torch.Generator,
+          extra: Extra | None) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.zeros(m, dtype=torch.float64)
+    scale = torch.zeros(m, dtype=torch.float64)
+    if groups:
+        v = rademacher(m, op.dim, generator, op.dtype, op.device)
+        xg, sg = _group_products(op, v, groups)
+        x, scale = x + xg.double().cpu(), scale + sg.double().cpu()
+    if extra is not None:
+        xe, se = extra(m, generator)
+        x, scale = x + xe.double().cpu(), scale + se.double().cpu()
+    return x, scale
+
+
+def block_pilot(op, groups: list[torch.Tensor], m: int, generator: torch.Generator,
+                extra: Extra | None = None) -> torch.Tensor:
+    """m samples of ``Σ_g v_gᵀ (A v_g)_g`` (+ ``extra``'s) to size or choose the estimator."""
+    return _draw(op, groups, m, generator, extra)[0]
 
 
 def block_hutchinson_trace(op, groups: list[torch.Tensor], exact_value: float = 0.0,
                            exact_error: float = 0.0, *, confidence: float = 0.99,
                            rel_half_width: float = 0.01, abs_half_width: float = 0.0,
                            max_probes: int = 2000, seed: int = 0,
-                           pilot: torch.Tensor | None = None, **details) -> Estimate:
-    """``tr A = exact_value + Σ_g tr A_gg`` (module docstring).
+                           pilot: torch.Tensor | None = None, extra: Extra | None = None,
+                           extra_cost: int = 0, **details) -> Estimate:
+    """``tr A = exact_value + Σ_g tr A_gg (+ E extra)`` (module docstring).
 
-    groups: disjoint index tensors covering every coordinate whose block trace is not in
-    ``exact_value ± exact_error``. max_probes caps the products (each sample costs
-    ``len(groups)``; at least the pilot and 50 samples are drawn). pilot: samples for
-    independent probes, if already drawn (they only size the main stage)."""
-    if not groups:
+    groups: disjoint index tensors covering every coordinate whose block trace is neither in
+    ``exact_value ± exact_error`` nor sampled by ``extra``. extra(m, generator): m samples of
+    another quadratic form in independent Rademacher probes (its expectation the trace of
+    the remaining blocks, e.g. :class:`boundcheck.engines.layer_probes.LayerProbes`) and
+    their rounding allowances, costing about ``extra_cost`` products each. max_probes caps
+    the products (a sample costs ``len(groups) + extra_cost``; at least the pilot and 50
+    samples are drawn). pilot: samples for independent probes, if already drawn (they only
+    size the main stage)."""
+    if not groups and extra is None:
         return Estimate.exact(exact_value, exact_error, "exact block traces (nothing sampled)",
                               **details)
     gen = torch.Generator().manual_seed(seed)
-    k = len(groups)
+    k = len(groups) + extra_cost
     sampled = sum(len(g) for g in groups)
 
     def draw_block(m: int):
-        v = rademacher(m, op.dim, gen, op.dtype, op.device)
-        return _group_products(op, v, groups)
+        return _draw(op, groups, m, gen, extra)
 
     def exhaustive() -> tuple[float, float]:
         return _exact_groups(op, groups)
@@ -104,7 +126,8 @@ def block_hutchinson_trace(op, groups: list[torch.Tensor], exact_value: float = 
                          target_half_width=lambda mean: max(
                              rel_half_width * abs(exact_value + mean), abs_half_width),
                          max_samples=max(1, max_probes // k), pilot=pilot,
-                         exhaustive=(-(-sampled // k), exhaustive))
+                         exhaustive=None if extra is not None else (-(-sampled // k),
+                                                                    exhaustive))
     value = exact_value + rest.mean
     return _estimate(value, rest.half_width + exact_error, rest,
                      "block-diagonal Hutchinson (one Rademacher probe per parameter group) + "
