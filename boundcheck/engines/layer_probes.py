@@ -63,6 +63,22 @@ def samples_independent(subject: Subject) -> bool:
     return float((together - alone).abs().max()) <= 1e-10 * scale
 
 
+# SIGNS[b, j] = ±1 from bit j of byte b
+SIGNS = ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).to(torch.float64) * 2 - 1
+
+
+def rademacher_bits(shape: tuple[int, ...], generator: torch.Generator,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """Independent ±1 entries from the 8 bits of uniform random bytes (each bit of a uniform
+    byte is a fair coin, independently), by table lookup: a third of the time of one
+    ``randint`` per entry."""
+    count = 1
+    for d in shape:
+        count *= d
+    raw = torch.randint(0, 256, (-(-count // 8),), generator=generator, dtype=torch.uint8)
+    return SIGNS.to(dtype)[raw.long()].reshape(-1)[:count].reshape(shape)
+
+
 class LayerProbes:
     """Per-sample probes of the blocks of ``modules`` (module docstring)."""
 
@@ -121,8 +137,7 @@ class LayerProbes:
         names = [k for k, _ in module.named_parameters(recurse=False)]
         probes = {}
         for k, p in module.named_parameters(recurse=False):
-            v = torch.randint(0, 2, (n, *p.shape), generator=generator, dtype=torch.int8)
-            probes[k] = (v.to(p.dtype) * 2 - 1).to(p.device)
+            probes[k] = rademacher_bits((n, *p.shape), generator, p.dtype).to(p.device)
 
         def one(params, x):
             return functional_call(module, params, (x.unsqueeze(0),)).squeeze(0)

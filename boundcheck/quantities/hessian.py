@@ -23,10 +23,14 @@ Matrix-free (:mod:`boundcheck.engines.estimators`), all statistical at ``ctx.con
   pre-activation Hessian recursion (:func:`boundcheck.engines.sequential_hessian.exact_trace`, with
   its rounding bound; also within the dense budget, where it is cheaper and tighter than the
   dense diagonal); other networks above the dense budget: ``Budget.trace_method``
-  "hutchinson", "hutchpp", "control_variate" (``tr G`` exact + Hutchinson on ``tr R``), or
-  "auto": 30 pilot probes measure the spread of ``vᵀHv`` and of ``vᵀRv``; the control
-  variate is chosen when its spread is clearly smaller (near a minimum), and the pilot then
-  sizes the chosen estimator. ``trace_method="finite_difference"`` (any size, any network
+  "hutchinson", "hutchpp", "control_variate" (``tr G`` exact + Hutchinson on ``tr R``),
+  "block" (:mod:`boundcheck.engines.estimators.block_trace`: the last linear layer's block
+  trace exact, per-sample probes of every other Linear/Conv block, one probe per remaining
+  module; no cross-layer or cross-sample terms in the spread), or "auto": 30 pilot samples
+  of each measure the spread of ``vᵀHv``, ``vᵀRv`` and the block estimator's, per product;
+  the smallest is chosen and its pilot sizes it. The details give ``products_for_target``:
+  what the target width would cost at the spread found (the cap is ``Budget.max_probes``).
+  ``trace_method="finite_difference"`` (any size, any network
   with a loss) uses no Hessian-vector products at all: ``hessian.trace_finite_difference``.
 * ``hessian.trace_finite_difference``: central second differences of the loss along
   ``Budget.fd_trace_directions`` Gaussian directions with THEOREMS.md T9(b)'s step rule,
