@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -407,13 +408,18 @@ def _choose_trace_estimator(ctx: Context, op) -> tuple[str, torch.Tensor, dict]:
     """Pilot probes: Hutchinson's samples ``vᵀHv`` against the control variate's ``vᵀRv``
     and the block-diagonal estimator's samples, compared by variance per product."""
     gen = torch.Generator().manual_seed(stream_seed(ctx.seed, "hessian.trace.pilot"))
+    start = time.perf_counter()
     v = rademacher(PILOT, op.dim, gen, op.dtype, op.device)
     x_h = (v * apply_rows(op, v)).sum(dim=1).double().cpu()
     if not isinstance(ctx.subject, Subject):
         return "hutchinson", x_h, {"selected": "hutchinson (no Gauss–Newton split)"}
+    seconds = {"hutchinson": time.perf_counter() - start}
     x_r = x_h - gauss_newton(ctx).quadratic_form(v).double().cpu()
+    seconds["control_variate"] = time.perf_counter() - start
+    start = time.perf_counter()
     groups, _, _, extra, info = _block_parts(ctx)
     x_b = block_pilot(op, groups, PILOT, gen, extra)
+    seconds["block"] = time.perf_counter() - start
     # per product: a control-variate probe costs about 1.5 Hessian-vector products, a block
     # sample one product per group and per probed layer
     per = len(groups) + len(info.get("per_sample_layers", ()))
@@ -423,7 +429,9 @@ def _choose_trace_estimator(ctx: Context, op) -> tuple[str, torch.Tensor, dict]:
     best = min(costs, key=costs.get)
     return best, pilots[best], {"selected": best, "pilot_var_h": float(x_h.var()),
                                 "pilot_var_r": float(x_r.var()),
-                                "pilot_var_per_product": costs}
+                                "pilot_var_per_product": costs,
+                                # the cost model counts products; the wall time is shown
+                                "pilot_seconds": seconds}
 
 
 def matrix_free_variance(ctx: Context) -> Estimate:
