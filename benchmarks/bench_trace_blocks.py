@@ -4,7 +4,14 @@ initialisation. Each net: time and half-width reached by ``matrix_free_trace`` w
 estimator forced (cap ``Budget.max_probes`` = 2000 products), and ``curvlinops``
 ``hutchinson_trace`` with 100 probes on the same model and data; ratios printed.
 
-    python benchmarks/bench_trace_blocks.py [cnn] [mlp64] [mlp256] [--methods block,hutchinson]
+    cd benchmarks && python bench_trace_blocks.py [cnn] [mlp64] [mlp256] [--methods ...]
+
+Measured 2026-12-04 on 2 shared cores (load average 6–9, so ratios are noisy): CNN on 128
+digits (100,966 params): "block" ±0.89% at 99% from 903 products in 2.3× the time of
+curvlinops' Hutchinson-100, "auto" (→ block) ±1.16% in 1.4×, plain Hutchinson's spread
+would need ~3·10⁵ products; MLP 20→64→64→10 / 20→256→256→10 (block forced; the exact
+trace is the default for them): ±0.69% / ±0.78% in 22× / 25× (per-sample probes draw
+n·|θ_l| signs per layer), Hutchinson ±11.7% at its 2,000-product cap.
 """
 
 from __future__ import annotations
