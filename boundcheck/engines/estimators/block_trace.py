@@ -5,8 +5,8 @@ A Rademacher probe v has ``Var(vᵀAv) = 2 Σ_{i≠j} A_ij²``: every off-diagon
 the spread, although only the diagonal enters the trace. Network Hessians carry most of
 their Frobenius mass in the blocks *between* layers (the ``δ_{l+1} ⊗ a_l`` cross terms of the
 residual R): on MLP 20→64→64→10 tanh at initialisation 96% of ``‖H‖_F²`` lies off the
-layer-diagonal blocks (measured from the dense Hessian; see the trace section of
-benchmarks/README.md). Drawing one probe per group g and summing
+layer-diagonal blocks (measured from the dense Hessian, issue 18). Drawing one probe per
+group g and summing
 
     x = Σ_g v_gᵀ (A v_g)_g,     E x = Σ_g tr A_gg = tr A − (trace of the exact groups),
 
@@ -16,7 +16,9 @@ sampled group. x is one quadratic form ``vᵀ B v`` in a Rademacher vector
 :func:`.trace.adaptive_mean` keeps its coverage. Groups whose block trace is known exactly
 (e.g. the last affine layer, where the network is linear in its parameters and the block is
 the Gauss–Newton block, :mod:`boundcheck.engines.last_layer_trace`) are not sampled; their
-value and rounding bound are added.
+value and rounding bound are added. ``extra`` adds another independent quadratic form, e.g.
+per-sample probes of Linear/Conv blocks (:mod:`boundcheck.engines.layer_probes`), which also
+remove the cross-sample terms of a block's spread.
 
 Which groups pay is measured, not assumed: ``hessian.trace`` under "auto" compares the pilot
 spread per product of this estimator against plain Hutchinson's
