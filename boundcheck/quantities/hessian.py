@@ -26,10 +26,14 @@ Matrix-free (:mod:`boundcheck.engines.estimators`), all statistical at ``ctx.con
   pre-activation Hessian recursion (:func:`boundcheck.engines.sequential_hessian.exact_trace`, with
   its rounding bound; also within the dense budget, where it is cheaper and tighter than the
   dense diagonal); other networks above the dense budget: ``Budget.trace_method``
-  "hutchinson", "hutchpp", "control_variate" (``tr G`` exact + Hutchinson on ``tr R``), or
-  "auto": 30 pilot probes measure the spread of ``vᵀHv`` and of ``vᵀRv``; the control
-  variate is chosen when its spread is clearly smaller (near a minimum), and the pilot then
-  sizes the chosen estimator. ``trace_method="finite_difference"`` (any size, any network
+  "hutchinson", "hutchpp", "control_variate" (``tr G`` exact + Hutchinson on ``tr R``),
+  "block" (:mod:`boundcheck.engines.estimators.block_trace`: the last linear layer's block
+  trace exact, per-sample probes of every other Linear/Conv block, one probe per remaining
+  module; no cross-layer or cross-sample terms in the spread), or "auto": 30 pilot samples
+  of each measure the spread of ``vᵀHv``, ``vᵀRv`` and the block estimator's, per product;
+  the smallest is chosen and its pilot sizes it. The details give ``products_for_target``:
+  what the target width would cost at the spread found (the cap is ``Budget.max_probes``).
+  ``trace_method="finite_difference"`` (any size, any network
   with a loss) uses no Hessian-vector products at all: ``hessian.trace_finite_difference``.
 * ``hessian.trace_finite_difference``: central second differences of the loss along
   ``Budget.fd_trace_directions`` Gaussian directions with THEOREMS.md T9(b)'s step rule,
@@ -52,6 +56,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +65,7 @@ import torch
 from boundcheck.core.estimate import UNIT_ROUNDOFF, Estimate, combine_kind
 from boundcheck.core.subject import Subject
 from boundcheck.engines.estimators import stream_seed
+from boundcheck.engines.estimators.block_trace import block_hutchinson_trace, block_pilot
 from boundcheck.engines.estimators.lanczos import (
     SpectralDensity,
     TopRitz,
@@ -81,6 +87,9 @@ from boundcheck.engines.finite_difference_trace import (
     has_kinks,
     subject_evaluator,
 )
+from boundcheck.engines.last_layer_trace import last_layer_trace, module_groups
+from boundcheck.engines.layer_probes import LayerProbes, probed_modules, samples_independent
+from boundcheck.engines.product_error import product_error
 from boundcheck.engines.sequential import subject_structure
 from boundcheck.engines.sequential_hessian import exact_trace
 from boundcheck.quantities.ggn import (
@@ -354,7 +363,15 @@ def matrix_free_trace(ctx: Context) -> Estimate:
     selection: dict = {}
     if method == "auto":
         method, pilot, selection = _choose_trace_estimator(ctx, op)
-    if method == "hutchinson":
+    if method == "block":
+        reason = _block_unavailable(ctx, op)
+        if reason:
+            raise NotApplicableError(f"trace_method='block': {reason}")
+        groups, exact, err, extra, info = _block_parts(ctx)
+        est = block_hutchinson_trace(op, groups, exact, err, pilot=pilot, extra=extra,
+                                     extra_cost=len(info.get("per_sample_layers", ())),
+                                     **common, **info)
+    elif method == "hutchinson":
         est = hutchinson_trace(op, pilot=pilot, **common)
     else:
         g = gauss_newton(ctx)
@@ -362,24 +379,101 @@ def matrix_free_trace(ctx: Context) -> Estimate:
         est = control_variate_trace(op, t.value, t.half_width, g.quadratic_form, pilot=pilot,
                                     **common)
     est.details.update(selection)
+    if est.kind == "statistical" and est.details.get("sample_sd", 0.0) > 0.0:
+        # the cost of the target, shown: products a normal-theory interval of the target
+        # width would need at this spread (the cap is Budget.max_probes)
+        per = est.details.get("groups", 1)
+        target = b.trace_rel_half_width * abs(est.value)
+        if target > 0.0:
+            z = est.details["critical_value"]
+            est.details["products_for_target"] = per * math.ceil(
+                (z * est.details["sample_sd"] / target) ** 2)
     return est
 
 
+def _block_unavailable(ctx: Context, op) -> str | None:
+    """Why the block estimator cannot run here (None: it can). Its exact part and per-sample
+    probes read this process's data and float64 net, so it is neither data-parallel nor
+    covered by the working-precision allowance (calibrated on full-space probes only)."""
+    if distributed(ctx.subject):
+        return "its exact last-layer part and per-sample probes are not data-parallel"
+    if product_error(op) is not None:
+        return ("its group probes have no working-precision allowance (the product error is "
+                "calibrated on full-space probes)")
+    return None
+
+
+def _block_parts(ctx: Context):
+    """The block-diagonal estimator's parts: the exact last-layer block trace
+    (:mod:`boundcheck.engines.last_layer_trace`) where it applies, per-sample probes of the
+    blocks of layers linear in their parameters (:mod:`boundcheck.engines.layer_probes`,
+    when samples do not interact), and one parameter-space group per remaining module."""
+    if not isinstance(ctx.subject, Subject):
+        return [torch.arange(ctx.subject.num_params)], 0.0, 0.0, None, {
+            "exact_block": "none (a bare matrix has no layers)"}
+    s = ctx.subject
+    last = ctx.artifact("last_layer_trace", lambda: last_layer_trace(s))
+    info: dict = {"exact_block": f"none ({last})" if isinstance(last, str) else last.module}
+    exact, err, skip = 0.0, 0.0, set()
+    if not isinstance(last, str):
+        exact, err, skip = last.value, last.abs_error, {last.module}
+    layers = probed_modules(s, skip) if samples_independent(s) else []
+    done = [p for _, m in layers for p in m.parameters(recurse=False)]
+    done_idx = [torch.arange(a, b) for p, (a, b) in _offsets(s) if any(p is q for q in done)]
+    if not isinstance(last, str):
+        done_idx.append(last.indices)
+    groups = module_groups(s, torch.cat(done_idx) if done_idx else None)
+    extra = None
+    if layers:
+        probes = ctx.artifact("layer_probes", lambda: LayerProbes(s, layers))
+        extra = probes.sample
+        info["per_sample_layers"] = [name for name, _ in layers]
+    return groups, exact, err, extra, info
+
+
+def _offsets(s: Subject):
+    o = 0
+    for p in s.params:
+        yield p, (o, o + p.numel())
+        o += p.numel()
+
+
 def _choose_trace_estimator(ctx: Context, op) -> tuple[str, torch.Tensor, dict]:
-    """Pilot probes: Hutchinson's samples ``vᵀHv`` against the control variate's ``vᵀRv``."""
+    """Pilot probes: Hutchinson's samples ``vᵀHv`` against the control variate's ``vᵀRv``
+    and the block-diagonal estimator's samples, compared by variance per product."""
     gen = torch.Generator().manual_seed(stream_seed(ctx.seed, "hessian.trace.pilot"))
+    start = time.perf_counter()
     v = rademacher(PILOT, op.dim, gen, op.dtype, op.device)
     x_h = (v * apply_rows(op, v)).sum(dim=1).double().cpu()
     if not isinstance(ctx.subject, Subject):
         return "hutchinson", x_h, {"selected": "hutchinson (no Gauss–Newton split)"}
+    seconds = {"hutchinson": time.perf_counter() - start}
     x_r = x_h - gauss_newton(ctx).quadratic_form(v).double().cpu()
-    var_h, var_r = float(x_h.var()), float(x_r.var())
-    # a control-variate probe costs about 1.5 Hessian-vector products
-    if 1.5 * var_r < var_h:
-        return "control_variate", x_r, {"selected": "control_variate", "pilot_var_h": var_h,
-                                        "pilot_var_r": var_r}
-    return "hutchinson", x_h, {"selected": "hutchinson", "pilot_var_h": var_h,
-                               "pilot_var_r": var_r}
+    seconds["control_variate"] = time.perf_counter() - start
+    unavailable = _block_unavailable(ctx, op)
+    if unavailable:
+        costs = {"hutchinson": float(x_h.var()), "control_variate": 1.5 * float(x_r.var())}
+        best = min(costs, key=costs.get)
+        return best, {"hutchinson": x_h, "control_variate": x_r}[best], {
+            "selected": best, "pilot_var_h": float(x_h.var()), "pilot_var_r": float(x_r.var()),
+            "pilot_var_per_product": costs, "block_skipped": unavailable,
+            "pilot_seconds": seconds}
+    start = time.perf_counter()
+    groups, _, _, extra, info = _block_parts(ctx)
+    x_b = block_pilot(op, groups, PILOT, gen, extra)
+    seconds["block"] = time.perf_counter() - start
+    # per product: a control-variate probe costs about 1.5 Hessian-vector products, a block
+    # sample one product per group and per probed layer
+    per = len(groups) + len(info.get("per_sample_layers", ()))
+    costs = {"hutchinson": float(x_h.var()), "control_variate": 1.5 * float(x_r.var()),
+             "block": per * float(x_b.var())}
+    pilots = {"hutchinson": x_h, "control_variate": x_r, "block": x_b}
+    best = min(costs, key=costs.get)
+    return best, pilots[best], {"selected": best, "pilot_var_h": float(x_h.var()),
+                                "pilot_var_r": float(x_r.var()),
+                                "pilot_var_per_product": costs,
+                                # the cost model counts products; the wall time is shown
+                                "pilot_seconds": seconds}
 
 
 def matrix_free_variance(ctx: Context) -> Estimate:

@@ -102,7 +102,8 @@ def data_parallel_quantities() -> list[str]:
     return sorted(name for name, q in dict.items(QUANTITIES) if q.data_parallel)
 
 
-TRACE_METHODS = ("auto", "hutchinson", "hutchpp", "control_variate", "finite_difference")
+TRACE_METHODS = ("auto", "hutchinson", "hutchpp", "control_variate", "block",
+                 "finite_difference")
 PAPER_SUBSETS = ("first", "random")
 ROUTES = ("auto", "exact", "interval")  # boundcheck.quantities.routes
 CHOICES = {"trace_method": TRACE_METHODS, "paper_subset": PAPER_SUBSETS, "route": ROUTES}
@@ -126,7 +127,8 @@ class Budget:
     # Matrix-free curvature (boundcheck.engines.estimators); tighten these to refine an estimate.
     trace_rel_half_width: float = 0.01  # target half-width of trace intervals, relative
     max_probes: int = 2000  # Hutchinson probes (Hessian-vector products) per trace
-    trace_method: str = "auto"  # "auto", "hutchinson", "hutchpp", "control_variate" or
+    trace_method: str = "auto"  # "auto", "hutchinson", "hutchpp", "control_variate", "block"
+    # (one probe per module + the exact last-layer block, engines.estimators.block_trace) or
     # "finite_difference" (loss values only, boundcheck.engines.finite_difference_trace)
     fd_trace_directions: int = 200  # directions of the finite-difference trace (≥ 10)
     projection_planes: int = 500  # Gaussian planes (δ, η) of the projection.* quantities
