@@ -48,7 +48,27 @@ def probed_modules(subject: Subject, skip: set[str] = frozenset()) -> list[tuple
         params = list(m.parameters(recurse=False))
         if params and all(id(p) in measured and owners[id(p)] == 1 for p in params):
             out.append((name, m))
-    return out
+    return _called_once(subject, out)
+
+
+def _called_once(subject: Subject, modules: list[tuple[str, nn.Module]]
+                 ) -> list[tuple[str, nn.Module]]:
+    """The modules whose forward runs exactly once per forward pass (checked on two samples):
+    a layer whose weights another module reads directly (``nn.MultiheadAttention``'s
+    ``out_proj``) or that runs twice cannot be probed through its output."""
+    calls = {id(m): 0 for _, m in modules}
+
+    def count(module, _args, _output):
+        calls[id(module)] += 1
+
+    handles = [m.register_forward_hook(count) for _, m in modules]
+    try:
+        with torch.no_grad():
+            subject.net(subject.batches[0].x[:2])
+    finally:
+        for h in handles:
+            h.remove()
+    return [(name, m) for name, m in modules if calls[id(m)] == 1]
 
 
 def samples_independent(subject: Subject) -> bool:
