@@ -59,7 +59,7 @@ from boundcheck.engines.sequential import sequential_structure
 U = UNIT_ROUNDOFF["float64"]
 PAIR_BLOCK_ELEMENTS = 4_000_000  # rows × n × width per intermediate of one row block
 RAY_STEP = 2.0**-44  # ε of the error bound's ray (deep_traces)
-FRO2_REL_TARGET = 1e-7  # the O(n) error bound of ‖H‖_F² is kept when this tight, relative
+REL_TARGET = 1e-10  # one-pass error bounds are kept when this tight, relative (else 2 passes)
 
 
 # --- the architecture -------------------------------------------------------------------------
@@ -410,9 +410,11 @@ def pair_flops(n: int, widths: list[int], k: int) -> float:
     return float(n) * n * (per_pair + widths[0] + 1)
 
 
-def deep_traces(net: DeepNet, x: torch.Tensor, y: torch.Tensor,
-                with_errors: bool = True) -> ClosedFormTraces:
-    """Exact tr H and ‖H‖_F² for the mean cross-entropy over (x, y), with rounding bounds."""
+def deep_traces(net: DeepNet, x: torch.Tensor, y: torch.Tensor, with_errors: bool = True,
+                rel_target: float = REL_TARGET) -> ClosedFormTraces:
+    """Exact tr H and ‖H‖_F² for the mean cross-entropy over (x, y), with rounding bounds: by
+    one pass on magnitudes when that bounds them within ``rel_target`` (relative), else by
+    the two-pass bound, first order in the inputs' errors."""
     start = time.perf_counter()
     x = x.to(torch.float64)
     n = x.shape[0]
@@ -424,7 +426,8 @@ def deep_traces(net: DeepNet, x: torch.Tensor, y: torch.Tensor,
         widths = [w.shape[1] for w in net.weights] + [net.weights[-1].shape[0]]
         depth_ops = (len(widths) ** 2) * (max(widths) + 4) + 4 * max(widths) ** 2
         g = _gamma(64 + 4 * depth_ops + 2 * n)
-        trace_err, fro2_err = _ray_bounds(prim, err, g, trace, fro2, net.num_params)
+        trace_err, fro2_err = _ray_bounds(prim, err, g, trace, fro2, net.num_params,
+                                          rel_target)
         if trace_err is None:  # the original two passes: first order in δ, tight near 0
             lo_t, lo_f = _sums(prim.magnitude())
             hi_t, hi_f = _sums(prim.magnitude(err))
@@ -435,9 +438,10 @@ def deep_traces(net: DeepNet, x: torch.Tensor, y: torch.Tensor,
 
 
 def _ray_bounds(prim: DeepPrimitives, err: DeepPrimitives, g: float, trace: float,
-                fro2: float, num_params: int) -> tuple[float | None, float | None]:
+                fro2: float, num_params: int, rel_target: float
+                ) -> tuple[float | None, float | None]:
     """Rounding bounds of (tr H, ‖H‖_F²) from one pass on magnitudes, or (None, None) when
-    that is looser than ``FRO2_REL_TARGET`` relative.
+    that is looser than ``rel_target`` relative.
 
     F (either sum) is a polynomial with nonnegative coefficients in the primitives; along the
     ray b + t·d (b = |x̂|, d = δ/ε ≥ 0) it is a polynomial in t with nonnegative coefficients
@@ -451,10 +455,12 @@ def _ray_bounds(prim: DeepPrimitives, err: DeepPrimitives, g: float, trace: floa
     fc = factors(prim.magnitude(_scaled_errors(err, 1.0 / RAY_STEP)))
     trace_err = factor * _trace_sum(fc) / n
     fro2_err = factor * (1 + 2 * g) * float(_self_pairs(fc).sqrt().sum()) ** 2 / n**2
-    if fro2_err > FRO2_REL_TARGET * fro2:
-        fro2_err = factor * _pair_sum(fc) / n**2
     scale = max(abs(trace), math.sqrt(fro2 * num_params))
-    if fro2_err > FRO2_REL_TARGET * fro2 or trace_err > FRO2_REL_TARGET * scale:
+    if trace_err > rel_target * scale:
+        return None, None
+    if fro2_err > rel_target * fro2:
+        fro2_err = factor * _pair_sum(fc) / n**2
+    if fro2_err > rel_target * fro2:
         return None, None
     return trace_err, fro2_err
 
@@ -467,11 +473,12 @@ def _scaled_errors(err: DeepPrimitives, factor: float) -> DeepPrimitives:
                    g=err.g * factor, A=err.A * factor)
 
 
-def subject_deep_traces(subject: Subject, with_errors: bool = True) -> ClosedFormTraces:
+def subject_deep_traces(subject: Subject, with_errors: bool = True,
+                        rel_target: float = REL_TARGET) -> ClosedFormTraces:
     x, y = subject_data(subject)
     net = deep_net(subject)
     _check_forward(net, subject, x)
-    return deep_traces(net, x, y, with_errors)
+    return deep_traces(net, x, y, with_errors, rel_target)
 
 
 def _check_forward(net: DeepNet, subject: Subject, x: torch.Tensor) -> None:

@@ -22,6 +22,7 @@ from boundcheck.engines import closed_form_depth as cd
 from boundcheck.quantities.registry import Context
 
 U = UNIT_ROUNDOFF["float64"]
+REL_TARGET = 1e-7  # a rounding bar this tight (relative) is kept without a second n² pass
 
 
 def pair_form_fro2(ctx: Context) -> Estimate | str:
@@ -42,7 +43,7 @@ def pair_form_fro2(ctx: Context) -> Estimate | str:
         shared = ctx.cached("closed_form.traces")  # T2 already computed the same sums
         if isinstance(shared, cf.ClosedFormTraces):
             return shared
-        return cd.subject_deep_traces(ctx.subject)
+        return cd.subject_deep_traces(ctx.subject, rel_target=REL_TARGET)
 
     try:
         t = ctx.artifact("hessian.fro2.pair_form", build)
@@ -52,7 +53,7 @@ def pair_form_fro2(ctx: Context) -> Estimate | str:
         t.fro2, t.fro2_error,
         f"exact ‖H‖_F² = (1/n²) Σ_ij ⟨H_i, H_j⟩ from the per-sample layer factors (depth "
         f"{net.depth}, cross-entropy)",
-        route="pair form", flops=flops, seconds=t.seconds,
+        route="pair form", flops=flops, seconds=t.seconds, rel_error=t.fro2_error / t.fro2 if t.fro2 else None,
         reason=f"sequential smooth-σ cross-entropy net; ~{flops:.2g} multiply-adds ≤ "
                f"Budget.max_closed_form_flops = {limit:.2g}")
     return est.clamp_below(0.0)
