@@ -53,7 +53,8 @@ def pair_form_fro2(ctx: Context) -> Estimate | str:
         t.fro2, t.fro2_error,
         f"exact ‖H‖_F² = (1/n²) Σ_ij ⟨H_i, H_j⟩ from the per-sample layer factors (depth "
         f"{net.depth}, cross-entropy)",
-        route="pair form", flops=flops, seconds=t.seconds, rel_error=t.fro2_error / t.fro2 if t.fro2 else None,
+        route="pair form", flops=flops, seconds=t.seconds,
+        rel_error=t.fro2_error / t.fro2 if t.fro2 else None,
         reason=f"sequential smooth-σ cross-entropy net; ~{flops:.2g} multiply-adds ≤ "
                f"Budget.max_closed_form_flops = {limit:.2g}")
     return est.clamp_below(0.0)
