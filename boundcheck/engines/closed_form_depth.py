@@ -58,7 +58,7 @@ from boundcheck.engines.sequential import sequential_structure
 
 U = UNIT_ROUNDOFF["float64"]
 PAIR_BLOCK_ELEMENTS = 4_000_000  # rows × n × width per intermediate of one row block
-RAY_STEP = 2.0**-44  # ε of the error bound's ray (deep_traces)
+RAY_STEP = 2.0**-44  # least ε of the error bound's ray (deep_traces); else the power of 2 ≤ γ
 REL_TARGET = 1e-10  # one-pass error bounds are kept when this tight, relative (else 2 passes)
 
 
@@ -209,7 +209,8 @@ class Factors:
     u: list[torch.Tensor]  # u_l = ã_{l−1}, l = 1 … L+1 (index l−1)
     delta: list[torch.Tensor]  # δ_l, (n, h_l)
     P: dict[tuple[int, int], torch.Tensor]  # (l, m) → (n, h_l, h_m), 1 ≤ l ≤ m ≤ L+1
-    E: dict[tuple[int, int], torch.Tensor]  # (m, l) → (n, h_{m−1}, h_l), l < m
+    E: dict[tuple[int, int], torch.Tensor]  # (m, l) → (n, h_{m−1}, h_l), l < m − 1;
+    # (l + 1, l) → its diagonal σ'_l, (n, h_l)
     a_in: list[torch.Tensor]  # a_{m−1} without the bias 1 (index m−1)
 
 
@@ -251,7 +252,7 @@ def factors(p: DeepPrimitives) -> Factors:
             w = p.weights[m - 1]
             s1 = p.s1[m - 2]  # σ'_{m−1}
             if m == lay + 1:
-                emat[m, lay] = torch.diag_embed(s1)
+                emat[m, lay] = s1  # E_{l+1,l} = diag(σ'_l), kept as its diagonal
                 dmat[m, lay] = w * s1.unsqueeze(1)
             else:
                 emat[m, lay] = s1.unsqueeze(2) * dmat[m - 1, lay]
@@ -266,8 +267,9 @@ def factors(p: DeepPrimitives) -> Factors:
                 continue
             full = qfull[m - 1]
             if m == lay:
-                out = ggn + torch.diag_embed(qd[m - 1])
-                pmat[lay, m] = out if full is None else out + full
+                out = ggn if full is None else ggn + full
+                torch.diagonal(out, dim1=1, dim2=2).add_(qd[m - 1])
+                pmat[lay, m] = out
             else:
                 dt = dmat[m, lay].transpose(1, 2)
                 out = ggn + dt * qd[m - 1].unsqueeze(1)
@@ -333,10 +335,9 @@ def _pair_features(f: Factors) -> dict[tuple[int, int], tuple[torch.Tensor, ...]
         for m in range(lay + 1, layers + 1):
             pm, em, dm, am = f.P[lay, m], f.E[m, lay], f.delta[m - 1], f.a_in[m - 1]
             if m == lay + 1:
-                s1 = torch.diagonal(em, dim1=1, dim2=2)
                 left = (am.unsqueeze(2) * pm).flatten(1)
-                right = (s1.unsqueeze(2) * dm.unsqueeze(1)).flatten(1)
-                out[lay, m] = (pm.flatten(1), left, right, s1)
+                right = (em.unsqueeze(2) * dm.unsqueeze(1)).flatten(1)
+                out[lay, m] = (pm.flatten(1), left, right, em)
             else:
                 out[lay, m] = (pm.flatten(1), em.flatten(1), em.transpose(0, 1).contiguous(),
                                pm.permute(2, 0, 1).contiguous())
@@ -448,21 +449,26 @@ def _ray_bounds(prim: DeepPrimitives, err: DeepPrimitives, g: float, trace: floa
     φ_k, so F(b + εd) − F(b) = Σ_{k≥1} φ_k ε^k ≤ ε F(b + d) for ε ≤ 1, and F(|x̂| + δ) ≤
     F(b + d): the input errors and the rounding (3γ F, as in the two-pass bound) are both
     within (ε + 3γ) F(c), c = |x̂| + δ/ε. ‖Σ_i M(c_i)‖_F² ≤ (Σ_i ‖M(c_i)‖_F)² (M_i the
-    per-sample Hessian on magnitudes) bounds the pair sum in O(n); the n² pass on c runs only
-    when that is loose."""
+    per-sample Hessian on magnitudes) bounds the pair sum in O(n)."""
     n = prim.x.shape[0]
-    factor = (RAY_STEP + 3 * g) * (1 + 2 * g) / (1 - g)
-    fc = factors(prim.magnitude(_scaled_errors(err, 1.0 / RAY_STEP)))
-    trace_err = factor * _trace_sum(fc) / n
-    fro2_err = factor * (1 + 2 * g) * float(_self_pairs(fc).sqrt().sum()) ** 2 / n**2
+    eps = max(RAY_STEP, 2.0 ** math.floor(math.log2(g)))  # ε F(c) no larger than γ F(c)
+    factor = (eps + 3 * g) * (1 + 2 * g) / (1 - g)
+    fc = factors(prim.magnitude(_scaled_errors(err, 1.0 / eps)))
+    trace_c = _trace_sum(fc)
+    triangle_c = float(_self_pairs(fc).sqrt().sum()) ** 2
+    trace_err = factor * trace_c / n
+    fro2_err = factor * (1 + 2 * g) * triangle_c / n**2
     scale = max(abs(trace), math.sqrt(fro2 * num_params))
-    if trace_err > rel_target * scale:
+    if trace_err <= rel_target * scale and fro2_err <= rel_target * fro2:
+        return trace_err, fro2_err
+    # Looser than the target: the two-pass bound is ≥ 3γ F(|x̂|), so it can only do much
+    # better where the ray inflated the magnitudes (δ/ε not small against |x̂|); else the
+    # n² pass on c tightens the triangle inequality.
+    fb = factors(prim.magnitude())
+    triangle_b = float(_self_pairs(fb).sqrt().sum()) ** 2
+    if triangle_c > 2 * triangle_b or trace_c > 2 * _trace_sum(fb):
         return None, None
-    if fro2_err > rel_target * fro2:
-        fro2_err = factor * _pair_sum(fc) / n**2
-    if fro2_err > rel_target * fro2:
-        return None, None
-    return trace_err, fro2_err
+    return trace_err, min(fro2_err, factor * _pair_sum(fc) / n**2)
 
 
 def _scaled_errors(err: DeepPrimitives, factor: float) -> DeepPrimitives:
