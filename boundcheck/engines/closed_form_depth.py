@@ -16,15 +16,23 @@ Hessian block of layers (l, m) is ``P_{lm} ⊗ u_l u_mᵀ + T_{lm}``,
     X_ij = (E_ml^{jᵀ} a_{m−1}^i) · (P_lm^i δ_m^j).
 
 Cost: per sample O(L² h² (h + K)) for J, Q, D, P; per pair O(Σ_{l≤m} h_l h_m + Σ_{l<m}
-h_{m−1} h_l) = O(L² h²) — in all O(n L² h²(h + K) + n² L² h²) time and O(n L² h²) memory
-(pair work in row blocks). Like the one-layer form it is quadratic in n: Lanczos/Hutchinson
-estimates (O(n) per Hessian-vector product) overtake it for large n.
+h_{m−1} h_l) = O(L² h²) — in all O(n L² h²(h + K) + n² L² h²) time and O(n L² h²) memory.
+Only the pairs j ≥ i are evaluated (the pair term is symmetric), in row blocks; every pair
+term is a Gram of per-sample rows (one GEMM), except X_ij for layers two or more apart (a
+batched product E^jᵀ a^i, then a row-wise dot). ``E_{l+1,l} = diag(σ'_l)`` is kept as its
+diagonal, which makes X_ij of adjacent layers a Gram of ``diag(a_l) P_lm`` against
+``σ'_l δ_mᵀ``. Like the one-layer form it is quadratic in n: Lanczos/Hutchinson estimates
+(O(n) per Hessian-vector product) overtake it for large n.
 
-Rounding: the same scheme as :mod:`boundcheck.engines.closed_form` — every expression is a
-polynomial with positive coefficients in the per-sample primitives (x, a_l, σ'_l, σ''_l, g, A,
-W_l), so evaluating it on ``|x̂| + δ`` gives a majorant; δ comes from a forward error model
-through the L layers (``δz_l = γ_{d_l+1}(|W_l||a_{l−1}| + |b_l|) + |W_l| δa_{l−1}``, σ's
-Lipschitz constants for a, σ', σ''), then the softmax as in the one-layer engine.
+Rounding: every expression is a polynomial with nonnegative coefficients in the per-sample
+primitives (x, a_l, σ'_l, σ''_l, g, A, W_l) evaluated on magnitudes; δ comes from a forward
+error model through the L layers (``δz_l = γ_{d_l+1}(|W_l||a_{l−1}| + |b_l|) + |W_l|
+δa_{l−1}``, σ's Lipschitz constants for a, σ', σ''), then the softmax as in the one-layer
+engine. The input errors and the rounding are bounded by one pass on ``c = |x̂| + δ/ε``
+(ε ≈ γ, :func:`_ray_bounds`): ``(ε + 3γ) F(c)``, with ‖H‖_F²'s pair sum F(c) bounded in O(n)
+by the triangle inequality over samples; where that misses ``rel_target`` and δ/ε inflates
+the magnitudes, the two-pass bound ``F(|x̂| + δ) − F(|x̂|) + 3γ F(|x̂| + δ)`` (first order in
+δ, two n² passes) is used instead.
 """
 
 from __future__ import annotations
