@@ -16,15 +16,23 @@ Hessian block of layers (l, m) is ``P_{lm} ⊗ u_l u_mᵀ + T_{lm}``,
     X_ij = (E_ml^{jᵀ} a_{m−1}^i) · (P_lm^i δ_m^j).
 
 Cost: per sample O(L² h² (h + K)) for J, Q, D, P; per pair O(Σ_{l≤m} h_l h_m + Σ_{l<m}
-h_{m−1} h_l) = O(L² h²) — in all O(n L² h²(h + K) + n² L² h²) time and O(n L² h²) memory
-(pair work in row blocks). Like the one-layer form it is quadratic in n: Lanczos/Hutchinson
-estimates (O(n) per Hessian-vector product) overtake it for large n.
+h_{m−1} h_l) = O(L² h²) — in all O(n L² h²(h + K) + n² L² h²) time and O(n L² h²) memory.
+Only the pairs j ≥ i are evaluated (the pair term is symmetric), in row blocks; every pair
+term is a Gram of per-sample rows (one GEMM), except X_ij for layers two or more apart (a
+batched product E^jᵀ a^i, then a row-wise dot). ``E_{l+1,l} = diag(σ'_l)`` is kept as its
+diagonal, which makes X_ij of adjacent layers a Gram of ``diag(a_l) P_lm`` against
+``σ'_l δ_mᵀ``. Like the one-layer form it is quadratic in n: Lanczos/Hutchinson estimates
+(O(n) per Hessian-vector product) overtake it for large n.
 
-Rounding: the same scheme as :mod:`boundcheck.engines.closed_form` — every expression is a
-polynomial with positive coefficients in the per-sample primitives (x, a_l, σ'_l, σ''_l, g, A,
-W_l), so evaluating it on ``|x̂| + δ`` gives a majorant; δ comes from a forward error model
-through the L layers (``δz_l = γ_{d_l+1}(|W_l||a_{l−1}| + |b_l|) + |W_l| δa_{l−1}``, σ's
-Lipschitz constants for a, σ', σ''), then the softmax as in the one-layer engine.
+Rounding: every expression is a polynomial with nonnegative coefficients in the per-sample
+primitives (x, a_l, σ'_l, σ''_l, g, A, W_l) evaluated on magnitudes; δ comes from a forward
+error model through the L layers (``δz_l = γ_{d_l+1}(|W_l||a_{l−1}| + |b_l|) + |W_l|
+δa_{l−1}``, σ's Lipschitz constants for a, σ', σ''), then the softmax as in the one-layer
+engine. The input errors and the rounding are bounded by one pass on ``c = |x̂| + δ/ε``
+(ε ≈ γ, :func:`_ray_bounds`): ``(ε + 3γ) F(c)``, with ‖H‖_F²'s pair sum F(c) bounded in O(n)
+by the triangle inequality over samples; where that misses ``rel_target`` and δ/ε inflates
+the magnitudes, the two-pass bound ``F(|x̂| + δ) − F(|x̂|) + 3γ F(|x̂| + δ)`` (first order in
+δ, two n² passes) is used instead.
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ from boundcheck.engines.sequential import sequential_structure
 
 U = UNIT_ROUNDOFF["float64"]
 PAIR_BLOCK_ELEMENTS = 4_000_000  # rows × n × width per intermediate of one row block
+RAY_STEP = 2.0**-44  # least ε of the error bound's ray (deep_traces); else the power of 2 ≤ γ
+REL_TARGET = 1e-10  # one-pass error bounds are kept when this tight, relative (else 2 passes)
 
 
 # --- the architecture -------------------------------------------------------------------------
@@ -207,7 +217,8 @@ class Factors:
     u: list[torch.Tensor]  # u_l = ã_{l−1}, l = 1 … L+1 (index l−1)
     delta: list[torch.Tensor]  # δ_l, (n, h_l)
     P: dict[tuple[int, int], torch.Tensor]  # (l, m) → (n, h_l, h_m), 1 ≤ l ≤ m ≤ L+1
-    E: dict[tuple[int, int], torch.Tensor]  # (m, l) → (n, h_{m−1}, h_l), l < m
+    E: dict[tuple[int, int], torch.Tensor]  # (m, l) → (n, h_{m−1}, h_l), l < m − 1;
+    # (l + 1, l) → its diagonal σ'_l, (n, h_l)
     a_in: list[torch.Tensor]  # a_{m−1} without the bias 1 (index m−1)
 
 
@@ -223,7 +234,10 @@ def factors(p: DeepPrimitives) -> Factors:
     eye_k = torch.eye(k, dtype=p.x.dtype, device=p.x.device).expand(n, k, k)
     jac: list[torch.Tensor] = [None] * layers  # J_l at index l−1
     delta: list[torch.Tensor] = [None] * layers
-    qmat: list[torch.Tensor | None] = [None] * layers  # None = 0 (the output layer)
+    # Q_l = full_l + diag(qd_l): the top hidden layer's is diagonal (full None), so products
+    # with it are scalings, not per-sample matrix products
+    qd: list[torch.Tensor | None] = [None] * layers  # None = 0 (the output layer)
+    qfull: list[torch.Tensor | None] = [None] * layers
     jac[-1], delta[-1] = eye_k, p.g
     for i in range(depth - 1, -1, -1):  # layer l = i + 1, its outgoing weight W_{l+1}
         w = p.weights[i + 1]
@@ -231,12 +245,13 @@ def factors(p: DeepPrimitives) -> Factors:
         back = delta[i + 1] @ w  # W_{l+1}ᵀ δ_{l+1}
         jac[i] = (jac[i + 1] @ w) * s1.unsqueeze(1)
         delta[i] = s1 * back
-        diag = torch.diag_embed(s2 * back)
-        if qmat[i + 1] is None:
-            qmat[i] = diag
-        else:
-            inner = w.T @ qmat[i + 1] @ w
-            qmat[i] = s1.unsqueeze(2) * inner * s1.unsqueeze(1) + diag
+        qd[i] = s2 * back
+        if qd[i + 1] is not None:
+            if qfull[i + 1] is None:
+                inner = (w.T * qd[i + 1].unsqueeze(1)) @ w
+            else:
+                inner = w.T @ (qfull[i + 1] + torch.diag_embed(qd[i + 1])) @ w
+            qfull[i] = s1.unsqueeze(2) * inner * s1.unsqueeze(1)
     # D_{m,l} = ∂z_m/∂z_l for l < m: D_{l+1,l} = W_{l+1} diag(σ'_l), D_{m,l} = D_{m,m−1} D_{m−1,l}
     dmat: dict[tuple[int, int], torch.Tensor] = {}
     emat: dict[tuple[int, int], torch.Tensor] = {}
@@ -245,22 +260,28 @@ def factors(p: DeepPrimitives) -> Factors:
             w = p.weights[m - 1]
             s1 = p.s1[m - 2]  # σ'_{m−1}
             if m == lay + 1:
-                emat[m, lay] = torch.diag_embed(s1)
+                emat[m, lay] = s1  # E_{l+1,l} = diag(σ'_l), kept as its diagonal
+                dmat[m, lay] = w * s1.unsqueeze(1)
             else:
                 emat[m, lay] = s1.unsqueeze(2) * dmat[m - 1, lay]
-            dmat[m, lay] = w @ emat[m, lay]
+                dmat[m, lay] = w @ emat[m, lay]
     pmat: dict[tuple[int, int], torch.Tensor] = {}
     for lay in range(1, layers + 1):
         ja = jac[lay - 1].transpose(1, 2) @ p.A
         for m in range(lay, layers + 1):
             ggn = ja @ jac[m - 1]
-            q = qmat[m - 1]
-            if q is None:
+            if qd[m - 1] is None:
                 pmat[lay, m] = ggn
-            elif m == lay:
-                pmat[lay, m] = ggn + q
+                continue
+            full = qfull[m - 1]
+            if m == lay:
+                out = ggn if full is None else ggn + full
+                torch.diagonal(out, dim1=1, dim2=2).add_(qd[m - 1])
+                pmat[lay, m] = out
             else:
-                pmat[lay, m] = ggn + dmat[m, lay].transpose(1, 2) @ q
+                dt = dmat[m, lay].transpose(1, 2)
+                out = ggn + dt * qd[m - 1].unsqueeze(1)
+                pmat[lay, m] = out if full is None else out + dt @ full
     return Factors(u, delta, pmat, emat, ins)
 
 
@@ -282,36 +303,112 @@ def generated() -> tuple[Callable, Callable, Callable]:
 
 def _sums(p: DeepPrimitives) -> tuple[float, float]:
     """(Σ_i tr H_i, Σ_{i,j} ⟨H_i, H_j⟩) — without the 1/n, 1/n² factors."""
-    trace_fn, diag_fn, off_fn = generated()
     f = factors(p)
-    n = p.x.shape[0]
-    layers = len(f.u)
-    trace_sum = 0.0
-    for lay in range(1, layers + 1):
+    return _trace_sum(f), _pair_sum(f)
+
+
+def _trace_sum(f: Factors) -> float:
+    trace_fn = generated()[0]
+    total = 0.0
+    for lay in range(1, len(f.u) + 1):
         tr = torch.diagonal(f.P[lay, lay], dim1=1, dim2=2).sum(1)
-        trace_sum += float(trace_fn(tr, (f.u[lay - 1] ** 2).sum(1)).sum())
+        total += float(trace_fn(tr, (f.u[lay - 1] ** 2).sum(1)).sum())
+    return total
+
+
+def _pair_sum(f: Factors) -> float:
+    """Σ_{i,j} ⟨H_i, H_j⟩ over the pairs j ≥ i only (the pair term is symmetric in i, j: pairs
+    j > i count twice), in row blocks; each Gram is one GEMM (module docstring, "Cost")."""
+    n = f.u[0].shape[0]
     widest = max(t.shape[1] for t in f.delta + f.a_in)
     block = max(1, min(n, PAIR_BLOCK_ELEMENTS // max(n * widest, 1)))
-    flat = {key: v.reshape(n, -1) for key, v in f.P.items()}
-    eflat = {key: v.reshape(n, -1) for key, v in f.E.items()}
-    total = torch.zeros((), dtype=p.x.dtype, device=p.x.device)
+    feats = _pair_features(f)
+    total = torch.zeros((), dtype=f.u[0].dtype, device=f.u[0].device)
     for start in range(0, n, block):
-        r = slice(start, min(n, start + block))
-        gu = [ul[r] @ ul.T for ul in f.u]
-        phi = torch.zeros(r.stop - r.start, n, dtype=p.x.dtype, device=p.x.device)
-        for lay in range(1, layers + 1):
-            phi += diag_fn(flat[lay, lay][r] @ flat[lay, lay].T, gu[lay - 1])
-            for m in range(lay + 1, layers + 1):
-                pm, em, dm, am = f.P[lay, m], f.E[m, lay], f.delta[m - 1], f.a_in[m - 1]
-                # X_ij = Σ_r (E_jᵀ a_i)_r (P_i δ_j)_r and X_ji over the row block
-                x_ij = (torch.einsum("ie,jer->ijr", am[r], em)
-                        * torch.einsum("irs,js->ijr", pm[r], dm)).sum(2)
-                x_ji = (torch.einsum("je,ier->ijr", am, em[r])
-                        * torch.einsum("jrs,is->ijr", pm, dm[r])).sum(2)
-                phi += 2 * off_fn(flat[lay, m][r] @ flat[lay, m].T, gu[lay - 1], gu[m - 1],
-                                  x_ij, x_ji, dm[r] @ dm.T, eflat[m, lay][r] @ eflat[m, lay].T)
-        total = total + phi.sum(1).sum()
-    return trace_sum, float(total)
+        stop = min(n, start + block)
+        phi = _pair_block(f, feats, slice(start, stop), slice(start, n))
+        total = total + phi[:, :stop - start].sum() + 2 * phi[:, stop - start:].sum()
+    return float(total)
+
+
+def _pair_features(f: Factors) -> dict[tuple[int, int], tuple[torch.Tensor, ...]]:
+    """Per layer pair (l, m), l < m, the per-sample rows whose Grams give the pair terms.
+
+    Adjacent layers (m = l + 1) have ``E_ml = diag(σ'_l)``: ``X_ij = ⟨diag(a_l^i) P_lm^i,
+    σ'^j δ_m^jᵀ⟩`` (and ``X_ji`` the same Gram transposed), ``⟨E^i, E^j⟩ = σ'^i · σ'^j``.
+    Other pairs keep ``E`` (h_{m−1}, n, h_l) and ``P`` (h_m, n, h_l) in GEMM-ready layouts."""
+    layers = len(f.u)
+    out = {}
+    for lay in range(1, layers + 1):
+        for m in range(lay + 1, layers + 1):
+            pm, em, dm, am = f.P[lay, m], f.E[m, lay], f.delta[m - 1], f.a_in[m - 1]
+            if m == lay + 1:
+                left = (am.unsqueeze(2) * pm).flatten(1)
+                right = (em.unsqueeze(2) * dm.unsqueeze(1)).flatten(1)
+                out[lay, m] = (pm.flatten(1), left, right, em)
+            else:
+                out[lay, m] = (pm.flatten(1), em.flatten(1), em.transpose(0, 1).contiguous(),
+                               pm.permute(2, 0, 1).contiguous())
+    return out
+
+
+def _pair_block(f: Factors, feats: dict, r: slice, c: slice) -> torch.Tensor:
+    """⟨H_i, H_j⟩ for i in rows ``r``, j in columns ``c``, from the generated pair terms."""
+    _, diag_fn, off_fn = generated()
+    layers = len(f.u)
+    cols = c.stop - c.start
+    gu = [ul[r] @ ul[c].T for ul in f.u]
+    phi = 0.0
+    for lay in range(1, layers + 1):
+        pll = f.P[lay, lay].flatten(1)
+        phi = phi + diag_fn(pll[r] @ pll[c].T, gu[lay - 1])
+        for m in range(lay + 1, layers + 1):
+            dm, am = f.delta[m - 1], f.a_in[m - 1]
+            if m == lay + 1:
+                pflat, left, right, s1 = feats[lay, m]
+                x_ij = left[r] @ right[c].T
+                x_ji = right[r] @ left[c].T
+                egram = s1[r] @ s1[c].T
+            else:
+                # X_ij = Σ (E^jᵀ a^i)(P^i δ^j), both in (i, j, ·) layout; X_ji likewise
+                pflat, eflat, e_t, p_t = feats[lay, m]
+                em, pm = f.E[m, lay], f.P[lay, m]
+                h_l = em.shape[2]
+                y = (am[r] @ e_t[:, c].reshape(e_t.shape[0], -1)).view(-1, cols, h_l)
+                z = torch.matmul(dm[c], pm[r].transpose(1, 2))
+                x_ij = (y * z).sum(2)
+                y = torch.matmul(am[c], em[r])
+                z = (dm[r] @ p_t[:, c].reshape(p_t.shape[0], -1)).view(-1, cols, h_l)
+                x_ji = (y * z).sum(2)
+                egram = eflat[r] @ eflat[c].T
+            phi = phi + 2 * off_fn(pflat[r] @ pflat[c].T, gu[lay - 1], gu[m - 1], x_ij, x_ji,
+                                   dm[r] @ dm[c].T, egram)
+    return phi
+
+
+def _self_pairs(f: Factors) -> torch.Tensor:
+    """⟨H_i, H_i⟩ = ‖H_i‖_F² for every sample (the pair terms at j = i), O(n) work."""
+    _, diag_fn, off_fn = generated()
+    layers = len(f.u)
+    feats = _pair_features(f)
+
+    def sq(t: torch.Tensor) -> torch.Tensor:
+        return (t * t).flatten(1).sum(1)
+
+    gu = [sq(ul) for ul in f.u]
+    phi = 0.0
+    for lay in range(1, layers + 1):
+        phi = phi + diag_fn(sq(f.P[lay, lay]), gu[lay - 1])
+        for m in range(lay + 1, layers + 1):
+            dm, am, em, pm = f.delta[m - 1], f.a_in[m - 1], f.E[m, lay], f.P[lay, m]
+            if m == lay + 1:
+                _, left, right, s1 = feats[lay, m]
+                x_ii = (left * right).sum(1)
+            else:
+                y = (am.unsqueeze(1) @ em).squeeze(1)
+                x_ii = (y * (pm @ dm.unsqueeze(2)).squeeze(2)).sum(1)
+            phi = phi + 2 * off_fn(sq(pm), gu[lay - 1], gu[m - 1], x_ii, x_ii, sq(dm), sq(em))
+    return phi
 
 
 def pair_flops(n: int, widths: list[int], k: int) -> float:
@@ -322,9 +419,11 @@ def pair_flops(n: int, widths: list[int], k: int) -> float:
     return float(n) * n * (per_pair + widths[0] + 1)
 
 
-def deep_traces(net: DeepNet, x: torch.Tensor, y: torch.Tensor,
-                with_errors: bool = True) -> ClosedFormTraces:
-    """Exact tr H and ‖H‖_F² for the mean cross-entropy over (x, y), with rounding bounds."""
+def deep_traces(net: DeepNet, x: torch.Tensor, y: torch.Tensor, with_errors: bool = True,
+                rel_target: float = REL_TARGET) -> ClosedFormTraces:
+    """Exact tr H and ‖H‖_F² for the mean cross-entropy over (x, y), with rounding bounds: by
+    one pass on magnitudes when that bounds them within ``rel_target`` (relative), else by
+    the two-pass bound, first order in the inputs' errors."""
     start = time.perf_counter()
     x = x.to(torch.float64)
     n = x.shape[0]
@@ -333,22 +432,67 @@ def deep_traces(net: DeepNet, x: torch.Tensor, y: torch.Tensor,
     trace, fro2 = trace_sum / n, pair_sum / n**2
     trace_err = fro2_err = 0.0
     if with_errors:
-        lo_t, lo_f = _sums(prim.magnitude())
-        hi_t, hi_f = _sums(prim.magnitude(err))
         widths = [w.shape[1] for w in net.weights] + [net.weights[-1].shape[0]]
         depth_ops = (len(widths) ** 2) * (max(widths) + 4) + 4 * max(widths) ** 2
         g = _gamma(64 + 4 * depth_ops + 2 * n)
-        trace_err = ((hi_t - lo_t) + 3 * g * hi_t) / n
-        fro2_err = ((hi_f - lo_f) + 3 * g * hi_f) / n**2
+        trace_err, fro2_err = _ray_bounds(prim, err, g, trace, fro2, net.num_params,
+                                          rel_target)
+        if trace_err is None:  # the original two passes: first order in δ, tight near 0
+            lo_t, lo_f = _sums(prim.magnitude())
+            hi_t, hi_f = _sums(prim.magnitude(err))
+            trace_err = ((hi_t - lo_t) + 3 * g * hi_t) / n
+            fro2_err = ((hi_f - lo_f) + 3 * g * hi_f) / n**2
     return ClosedFormTraces(trace, fro2, trace_err, fro2_err, net.num_params, n,
-                      f"depth-{net.depth} Gram", time.perf_counter() - start)
+                            f"depth-{net.depth} Gram", time.perf_counter() - start)
 
 
-def subject_deep_traces(subject: Subject, with_errors: bool = True) -> ClosedFormTraces:
+def _ray_bounds(prim: DeepPrimitives, err: DeepPrimitives, g: float, trace: float,
+                fro2: float, num_params: int, rel_target: float
+                ) -> tuple[float | None, float | None]:
+    """Rounding bounds of (tr H, ‖H‖_F²) from one pass on magnitudes, or (None, None) when
+    that is looser than ``rel_target`` relative.
+
+    F (either sum) is a polynomial with nonnegative coefficients in the primitives; along the
+    ray b + t·d (b = |x̂|, d = δ/ε ≥ 0) it is a polynomial in t with nonnegative coefficients
+    φ_k, so F(b + εd) − F(b) = Σ_{k≥1} φ_k ε^k ≤ ε F(b + d) for ε ≤ 1, and F(|x̂| + δ) ≤
+    F(b + d): the input errors and the rounding (3γ F, as in the two-pass bound) are both
+    within (ε + 3γ) F(c), c = |x̂| + δ/ε. ‖Σ_i M(c_i)‖_F² ≤ (Σ_i ‖M(c_i)‖_F)² (M_i the
+    per-sample Hessian on magnitudes) bounds the pair sum in O(n)."""
+    n = prim.x.shape[0]
+    eps = max(RAY_STEP, 2.0 ** math.floor(math.log2(g)))  # ε F(c) no larger than γ F(c)
+    factor = (eps + 3 * g) * (1 + 2 * g) / (1 - g)
+    fc = factors(prim.magnitude(_scaled_errors(err, 1.0 / eps)))
+    trace_c = _trace_sum(fc)
+    triangle_c = float(_self_pairs(fc).sqrt().sum()) ** 2
+    trace_err = factor * trace_c / n
+    fro2_err = factor * (1 + 2 * g) * triangle_c / n**2
+    scale = max(abs(trace), math.sqrt(fro2 * num_params))
+    if trace_err <= rel_target * scale and fro2_err <= rel_target * fro2:
+        return trace_err, fro2_err
+    # Looser than the target: the two-pass bound is ≥ 3γ F(|x̂|), so it can only do much
+    # better where the ray inflated the magnitudes (δ/ε not small against |x̂|); else the
+    # n² pass on c tightens the triangle inequality.
+    fb = factors(prim.magnitude())
+    triangle_b = float(_self_pairs(fb).sqrt().sum()) ** 2
+    if triangle_c > 2 * triangle_b or trace_c > 2 * _trace_sum(fb):
+        return None, None
+    return trace_err, min(fro2_err, factor * _pair_sum(fc) / n**2)
+
+
+def _scaled_errors(err: DeepPrimitives, factor: float) -> DeepPrimitives:
+    def each(ts):
+        return tuple(t * factor for t in ts)
+
+    return replace(err, x=err.x * factor, a=each(err.a), s1=each(err.s1), s2=each(err.s2),
+                   g=err.g * factor, A=err.A * factor)
+
+
+def subject_deep_traces(subject: Subject, with_errors: bool = True,
+                        rel_target: float = REL_TARGET) -> ClosedFormTraces:
     x, y = subject_data(subject)
     net = deep_net(subject)
     _check_forward(net, subject, x)
-    return deep_traces(net, x, y, with_errors)
+    return deep_traces(net, x, y, with_errors, rel_target)
 
 
 def _check_forward(net: DeepNet, subject: Subject, x: torch.Tensor) -> None:

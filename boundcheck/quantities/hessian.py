@@ -39,7 +39,9 @@ Matrix-free (:mod:`boundcheck.engines.estimators`), all statistical at ``ctx.con
   ``Budget.fd_trace_directions`` Gaussian directions with THEOREMS.md T9(b)'s step rule,
   rounding allowance β and rank-one-calibrated critical value
   (:mod:`boundcheck.engines.finite_difference_trace`); statistical.
-* ``hessian.fro2``: ``E‖Hv‖²``.
+* ``hessian.fro2``: exact at any size by the pair form for sequential smooth-σ cross-entropy
+  nets within ``Budget.max_closed_form_flops`` (:mod:`boundcheck.quantities.frobenius`);
+  else ``E‖Hv‖²``. The route and why are in the estimate's details.
 * ``hessian.eigenvalue_variance``: ``s² = tr((H − cI)²)/P − (m − c)²`` with ``c`` the
   estimate of m, so no large terms cancel; ``(m − c)²`` is taken over the whole interval of
   m (interval arithmetic) and the result is clamped at 0. Its confidence is the union of
@@ -92,6 +94,7 @@ from boundcheck.engines.layer_probes import LayerProbes, probed_modules, samples
 from boundcheck.engines.product_error import product_error
 from boundcheck.engines.sequential import subject_structure
 from boundcheck.engines.sequential_hessian import exact_trace
+from boundcheck.quantities.frobenius import exact_variance, pair_form_fro2
 from boundcheck.quantities.ggn import (
     dense_hessian_of,
     gauss_newton,
@@ -190,18 +193,30 @@ def _trace(ctx: Context) -> Estimate:
 
 @quantity("hessian.fro2", "tr H² = ‖H‖_F²", r"\operatorname{tr} H^2", data_parallel=True)
 def _fro2(ctx: Context) -> Estimate:
+    # a cached dense spectrum is free; else the exact pair form where it applies and its flop
+    # count is within budget (boundcheck.quantities.frobenius); else dense or the estimator
+    reason = "the dense spectrum is already computed (free)"
+    if ctx.cached("hessian.dense_spectrum") is None:
+        exact = pair_form_fro2(ctx)
+        if isinstance(exact, Estimate):
+            return exact
+        reason = exact
     if not dense_affordable(ctx):
         require_calibrated_confidence(ctx)
         b = ctx.budget
-        return squared_frobenius(hessian_operator_of(ctx), 0.0, confidence=ctx.confidence,
-                                 rel_half_width=b.trace_rel_half_width,
-                                 max_probes=b.max_probes,
-                                 seed=stream_seed(ctx.seed, "hessian.fro2"))
+        est = squared_frobenius(hessian_operator_of(ctx), 0.0, confidence=ctx.confidence,
+                                rel_half_width=b.trace_rel_half_width,
+                                max_probes=b.max_probes,
+                                seed=stream_seed(ctx.seed, "hessian.fro2"))
+        est.details.update(route="estimator", reason=reason)
+        return est
     d = dense_spectrum(ctx)
     value = d.frobenius**2
     e = d.perturbation
     err = 2 * d.frobenius * e + e * e + d.dim**2 * U * value
-    return _scaled(value, err, d.scale, "dense Hessian Frobenius norm", power=2)
+    est = _scaled(value, err, d.scale, "dense Hessian Frobenius norm", power=2)
+    est.details.update(route="dense", reason=reason)
+    return est
 
 
 @quantity("hessian.eigenvalue_mean", "m = tr H / P", "m", data_parallel=True)
@@ -227,7 +242,9 @@ def _centred_norm(d: DenseSpectrum) -> tuple[float, float]:
 def _variance(ctx: Context) -> Estimate:
     route = choose(ctx, "hessian.eigenvalue_variance")
     if not route.dense:
-        return route.stamp(matrix_free_variance(ctx), "centred Hutchinson")
+        exact = exact_variance(ctx)  # from an exact ‖H‖_F² and tr H (frobenius.py)
+        return exact if exact is not None else route.stamp(matrix_free_variance(ctx),
+                                                           "centred Hutchinson")
     d = dense_spectrum(ctx)
     s, err = _centred_norm(d)
     lo, hi = max(s - err, 0.0), s + err

@@ -9,11 +9,13 @@ each eigenvalue within ``eig_error`` of the true one (see :mod:`boundcheck.quant
 work in standardized units from the eigenvalues directly (centring before powering, so no
 cancellation), see :class:`boundcheck.engines.moment_bound.MomentBox`.
 
-Matrix-free route (beyond the dense budget, or where cheaper): μ_j by Hutchinson on
-``vᵀH^j v`` (j Hessian-vector products per probe, calibrated interval at the context's
-confidence), and T12 from the interval box of μ_1..μ_4 (:meth:`MomentBox.from_raw_moments`);
-each bound is then statistical, with the union of the four moments' failure probabilities.
-Honest but wide: estimated moments rarely improve on T1 unless the budget is tightened
+Matrix-free route (beyond the dense budget, or where cheaper): μ_2 = ‖H‖_F²/P exactly where
+``hessian.fro2`` is exact (its pair form, :mod:`boundcheck.quantities.frobenius`); otherwise
+μ_j by Hutchinson on ``vᵀH^j v`` (j Hessian-vector products per probe, calibrated interval at
+the context's confidence), and T12 from the interval box of μ_1..μ_4
+(:meth:`MomentBox.from_raw_moments`); each bound is then statistical, with the union of the
+four moments' failure probabilities. Honest but wide: estimated moments rarely improve on T1
+unless the budget is tightened
 (``trace_rel_half_width``).
 """
 
@@ -27,6 +29,7 @@ from boundcheck.engines import moment_bound as mb
 from boundcheck.engines.estimators import stream_seed
 from boundcheck.engines.estimators.trace import hutchinson_trace
 from boundcheck.engines.working_precision import float64_products
+from boundcheck.quantities.frobenius import exact_second_moment
 from boundcheck.quantities.ggn import hessian_operator_of, require_calibrated_confidence
 from boundcheck.quantities.hessian import dense_spectrum, scaled_estimate
 from boundcheck.quantities.registry import Context, NotApplicableError, quantity
@@ -78,7 +81,9 @@ def _estimated_moment(ctx: Context, j: int) -> Estimate:
 def _moment(ctx: Context, j: int) -> Estimate:
     route = choose(ctx, f"hessian.moment_{j}")
     if not route.dense:
-        return route.stamp(_estimated_moment(ctx, j), "hutchinson")
+        exact = exact_second_moment(ctx) if j == 2 else None  # tr H² = ‖H‖_F², exact route
+        return exact if exact is not None else route.stamp(_estimated_moment(ctx, j),
+                                                           "hutchinson")
     lam, e, scale = _scaled_spectrum(ctx)
     mag = np.abs(lam)
     value = float(np.mean(lam**j))

@@ -63,6 +63,7 @@ from boundcheck.core.estimate import Estimate
 from boundcheck.core.subject import MatrixSubject
 from boundcheck.engines.estimators.lanczos import planned_steps
 from boundcheck.engines.sequential import subject_structure
+from boundcheck.quantities.frobenius import pair_form_plan
 from boundcheck.quantities.registry import Context
 
 # seconds, 1 thread; see the module docstring for how each was measured
@@ -224,7 +225,7 @@ def _trace_uses_dense(ctx: Context) -> bool:
 DENSE_USERS: dict[str, Callable[[Context], bool]] = {
     # name or prefix (ending in ".") -> True when its measurement builds the dense spectrum
     # whenever dense_allowed: mirrors the code of those quantities; update with it
-    "hessian.fro2": lambda ctx: True,
+    "hessian.fro2": lambda ctx: isinstance(pair_form_plan(ctx), str),  # else its pair form
     "hessian.trace": _trace_uses_dense,
     "hessian.eigenvalue_mean": _trace_uses_dense,
     "residual.trace": _trace_uses_dense,
