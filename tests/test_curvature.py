@@ -7,6 +7,7 @@ quantities (Lanczos, traces) against ``eigvalsh`` of the dense Hessian and again
 curvlinops + scipy ``eigsh``; batches weighted by samples.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -342,12 +343,16 @@ def test_spectral_artifacts_dense_and_matrix_free():
 
 def test_confidence_beyond_the_calibration_is_not_affordable_matrix_free():
     subject = mlp_subject(16, (4, 6, 3), "tanh")
-    ctx = Context(subject, confidence=0.99999, budget=MATRIX_FREE)
+    no_pair_form = dataclasses.replace(MATRIX_FREE, max_closed_form_flops=1.0)
+    ctx = Context(subject, confidence=0.99999, budget=no_pair_form)
     with pytest.raises(NotAffordableError):
         matrix_free_trace(ctx)  # ctx.get would give the exact MLP trace
     with pytest.raises(NotAffordableError):
         ctx.get("hessian.eigenvalue_variance")
-    res = bc.verify(subject, "hessian.ws", confidence=0.99999, budget=MATRIX_FREE)
+    # with the exact pair form of ‖H‖_F² (and the exact trace) s² needs no calibration
+    pair = Context(subject, confidence=0.99999, budget=MATRIX_FREE)
+    assert pair.get("hessian.eigenvalue_variance").kind == "exact"
+    res = bc.verify(subject, "hessian.ws", confidence=0.99999, budget=no_pair_form)
     assert {r.verdict for r in res.results} == {bc.Verdict.INCONCLUSIVE}
     exact = bc.measure(subject, ["hessian.trace"], confidence=0.99999)["hessian.trace"]
     assert exact.kind == "exact"
