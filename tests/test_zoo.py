@@ -16,6 +16,7 @@ TINY = {
     "lenet": ({"channels": [2], "kernel_size": 3, "padding": 1, "hidden": [3]}, (1, 4, 4)),
     "vgg": ({"stages": [[2, 2]], "hidden": [3], "activation": "tanh"}, (1, 4, 4)),
     "resnet": ({"widths": [2, 3], "activation": "tanh"}, (1, 4, 4)),
+    "resnet18": ({"width": 1, "activation": "tanh"}, (1, 4, 4)),
     "vit": ({"patch_size": 2, "dim": 4, "depth": 1, "heads": 2, "mlp_ratio": 1}, (1, 4, 4)),
     "sequence_transformer": ({"dim": 4, "depth": 1, "heads": 2, "mlp_ratio": 1}, (3, 4)),
 }
