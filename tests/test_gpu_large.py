@@ -1,9 +1,10 @@
 """Matrix-free curvature, Jacobian quantities and T12 on convolutional nets, on CPU and CUDA.
 
 Every test runs one body per device: ``cpu`` (without the ``gpu`` mark, so the code path the
-GPU takes is exercised on every CI run; the longer ones are marked ``slow``) and ``cuda`` (marked ``gpu``, skipped without a CUDA device). Both
-measure in float64 and are checked against a reference computed on the CPU: a dense truth
-where the net is small (the CNN: torch.func's Hessian, eigvalsh; input Jacobians by
+GPU takes is exercised on every CI run; the longer ones are marked ``slow``) and ``cuda``
+(marked ``gpu``, skipped without a CUDA device). Both measure in float64 and are checked
+against a reference computed on the CPU: a dense truth where the net is small (the CNN:
+torch.func's Hessian, eigvalsh, a dense G; input Jacobians by
 torch.autograd.functional.jacobian), else the same measurement on the CPU with the same seed
 (the tiny ResNet-18: the same Rademacher / Gaussian start vectors, so values agree to
 rounding and intervals overlap).

@@ -2,8 +2,9 @@
 folder. Nothing here downloads anything.
 
 * bundled: digits (1,797 8×8 images; also as (1, 8, 8) images), iris, wine, breast_cancer.
-* synthetic: Gaussian mixtures (as vectors, or as (C, H, W) images); labels from a random teacher network; samples with a chosen
-  pairwise cosine ρ (the "degree of orthogonality" of THEOREMS.md T2); token sequences.
+* synthetic: Gaussian mixtures (as vectors, or as (C, H, W) images); labels from a random
+  teacher network; samples with a chosen pairwise cosine ρ (the "degree of orthogonality" of
+  THEOREMS.md T2); token sequences.
 * local: MNIST, FashionMNIST (IDX files) and CIFAR-10 (python batches) from a folder the
   user names, read directly (:mod:`boundcheck.harness.image_files`; no torchvision).
 
