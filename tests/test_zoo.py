@@ -53,6 +53,9 @@ def test_outputs_batch_by_k_and_subject_accepts_it(name):
 def test_engine_hessian_matches_brute_force(name):
     """The dense Hessian through each architecture (double backward through convolutions,
     residuals, attention, layer norm) equals torch.autograd.functional.hessian in float64."""
+    if name == "resnet18":
+        pytest.skip("2,928 parameters at width 1 (two dense Hessians: minutes); its blocks and "
+                    "batch norm are checked on a small ResNet in tests/test_resnet.py")
     options, shape = TINY[name]
     net = build_model({"model": name, "seed": 1, **options}, input_shape=shape, output_dim=3)
     x = _inputs(name, shape, 4, seed=1)
