@@ -150,3 +150,44 @@ def test_hessian_through_batch_norm_blocks_matches_brute_force():
     lam, tr = est["hessian.lambda_max"], est["hessian.trace"]
     assert lam.lower - 1e-9 <= float(evals[-1]) <= lam.upper + 1e-9
     assert tr.lower - 1e-9 <= float(torch.trace(brute)) <= tr.upper + 1e-9
+
+
+def _small_cnn_subject():
+    net = build_model({"model": "lenet", "channels": [2], "kernel_size": 3, "padding": 1,
+                       "hidden": [3], "seed": 0}, input_shape=(3, 4, 4), output_dim=3)
+    x, y = data.gaussian_images(6, size=4, classes=3, seed=5)
+    return bc.Subject(net.eval(), (x, y), "cross_entropy")
+
+
+@pytest.mark.parametrize("name", ["hessian.trace", "hessian.fro2", "hessian.moment_3",
+                                  "residual.trace", "projection.curvature_mean"])
+def test_sampled_traces_refuse_what_the_time_limit_cannot_hold(name):
+    """With a time limit, a trace-type estimate whose minimum number of products (80 for a
+    calibrated interval; 2 per projected plane) would not fit is refused up front with the
+    numbers (NotAffordableError: the theorem is INCONCLUSIVE), instead of overrunning it."""
+    from boundcheck.quantities import Budget, Context, NotAffordableError
+    from boundcheck.quantities.time_budget import MIN_TRACE_PRODUCTS
+
+    s = _small_cnn_subject()
+    budget = Budget(max_dense_params=0, max_refinements=0, time_limit_s=100.0)
+    ctx = Context(s, budget=budget)
+    ctx._artifacts["hessian.product_seconds"] = 100.0 / MIN_TRACE_PRODUCTS * 1.01
+    with pytest.raises(NotAffordableError, match="Hessian-vector products"):
+        ctx.get(name)
+
+
+def test_a_refused_trace_leaves_its_theorem_inconclusive_and_nothing_refused_without_limit():
+    from boundcheck.quantities import Budget, Context
+
+    s = _small_cnn_subject()
+    ctx = Context(s, budget=Budget(max_dense_params=0, max_refinements=0, time_limit_s=50.0))
+    ctx._artifacts["hessian.product_seconds"] = 1.0  # 80 products: 80 s > 50 s
+    r = bc.verify(s, ["hessian.ws_lambda_max"], context=ctx).results[0]
+    assert r.verdict.name == "INCONCLUSIVE" and "time limit" in r.reason
+    ctx = Context(s, budget=Budget(max_dense_params=0, max_refinements=0,
+                                   trace_rel_half_width=0.2, time_limit_s=50.0))
+    ctx._artifacts["hessian.product_seconds"] = 1e-4  # fits: measured as before
+    assert ctx.get("hessian.trace").kind in ("statistical", "exact")
+    free = Context(s, budget=Budget(max_dense_params=0, trace_rel_half_width=0.2))
+    free.get("hessian.trace")
+    assert free.cached("hessian.product_seconds") is None  # no limit: nothing timed

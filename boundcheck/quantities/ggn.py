@@ -19,6 +19,7 @@ from boundcheck.engines.curvature import GaussNewton, hessian_operator
 from boundcheck.engines.estimators import stream_seed
 from boundcheck.engines.estimators.trace import CRITICAL_ALPHAS, residual_trace
 from boundcheck.quantities.registry import Context, NotAffordableError, NotApplicableError, quantity
+from boundcheck.quantities.time_budget import MIN_TRACE_PRODUCTS, require_time_for
 
 U = UNIT_ROUNDOFF["float64"]
 
@@ -63,8 +64,9 @@ def _residual_trace(ctx: Context) -> Estimate:
         err = (h.half_width + t.half_width) + 2 * U * (abs(h.value) + abs(t.value))
         return Estimate.exact(value, err, "dense tr H − exact tr G")
     require_calibrated_confidence(ctx)
-    b = ctx.budget
     t = ctx.get("ggn.trace")  # tr R is judged against tr G (it may be ~0)
+    require_time_for(ctx, MIN_TRACE_PRODUCTS, "tr R (Hutchinson on vᵀHv − vᵀGv)")
+    b = ctx.budget
     return residual_trace(hessian_operator_of(ctx), g.quadratic_form, t.value, t.half_width,
                           confidence=ctx.confidence, rel_half_width=b.trace_rel_half_width,
                           abs_half_width=b.trace_rel_half_width * abs(t.value),

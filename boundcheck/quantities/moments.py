@@ -25,6 +25,7 @@ from boundcheck.engines.estimators.trace import hutchinson_trace
 from boundcheck.quantities.ggn import hessian_operator_of, require_calibrated_confidence
 from boundcheck.quantities.hessian import dense_spectrum, scaled_estimate
 from boundcheck.quantities.registry import Context, NotApplicableError, quantity
+from boundcheck.quantities.time_budget import MIN_TRACE_PRODUCTS, require_time_for
 
 U = UNIT_ROUNDOFF["float64"]
 
@@ -58,6 +59,7 @@ class _Power:
 
 def _estimated_moment(ctx: Context, j: int) -> Estimate:
     require_calibrated_confidence(ctx)
+    require_time_for(ctx, j * MIN_TRACE_PRODUCTS, f"tr H^{j} (Hutchinson on vᵀH^{j}v)")
     p = ctx.subject.num_params
     t = hutchinson_trace(_Power(hessian_operator_of(ctx), j), confidence=ctx.confidence,
                          rel_half_width=ctx.budget.trace_rel_half_width,

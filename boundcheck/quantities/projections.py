@@ -50,6 +50,7 @@ from boundcheck.quantities.registry import (
     NotApplicableError,
     quantity,
 )
+from boundcheck.quantities.time_budget import require_time_for
 
 U = UNIT_ROUNDOFF["float64"]
 
@@ -65,6 +66,7 @@ def planes(ctx: Context) -> ProjectedHessians:
             d = dense_spectrum(ctx)
             op = SymmetricMatrixOperator(d.matrix * d.scale)
             return projected_hessians(op, m, seed, matrix_error=d.perturbation * d.scale)
+        require_time_for(ctx, 2 * m, f"{m} random planes (2 products each)")
         return projected_hessians(hessian_operator_of(ctx), m, seed)
 
     return ctx.artifact(f"projection.planes:{ctx.seed}", build)
