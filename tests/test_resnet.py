@@ -1,5 +1,6 @@
-"""ResNet-18 in the zoo: its shape, batch norm measured in eval mode, and a tiny instance run
-end to end through a config (the 11M-parameter net is built, never measured, here)."""
+"""ResNet-18 in the zoo (its shape, batch norm measured in eval mode), the synthetic CIFAR-sized
+images, and time limits that refuse trace-type estimates they cannot hold (what made the
+11M-parameter example overrun). The 11M-parameter net is built, never measured, here."""
 
 import pytest
 import torch
@@ -8,8 +9,6 @@ from torch import nn
 import boundcheck as bc
 from boundcheck.core.subject import ModelModeError
 from boundcheck.harness import data
-from boundcheck.harness.config import RunConfig
-from boundcheck.harness.pipeline import prepare
 from boundcheck.harness.zoo import build_model
 
 
@@ -94,16 +93,6 @@ def test_gaussian_images_are_cifar_sized_and_seeded():
     assert loaded.x.shape == (5, 3, 8, 8) and loaded.num_outputs == 4
     with pytest.raises(ValueError, match="positive"):
         data.gaussian_images(4, size=0)
-
-
-def test_example_config_builds_resnet18():
-    """examples/resnet18_synthetic.toml reads and builds the 11M-parameter net on CIFAR-sized
-    synthetic data (not measured here: see the config's header for its time)."""
-    cfg = RunConfig.from_toml("examples/resnet18_synthetic.toml")
-    cfg.validate()
-    net, ds, _ = prepare(cfg)
-    assert sum(p.numel() for p in net.parameters()) == 11_173_962
-    assert ds.x.shape == (64, 3, 32, 32) and ds.num_outputs == 10
 
 
 @pytest.mark.slow
