@@ -26,6 +26,7 @@ Timings are noisy on a shared machine: compare the ratios, measured in the same 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import platform
@@ -129,7 +130,7 @@ def bench(name: str, n: int, device: str, log) -> dict:
     log(f"  gradient {row['grad_s']:.3f} s, boundcheck product {row['hvp_s']:.3f} s "
         f"({row['hvp_s'] / row['grad_s']:.2f} gradients)")
     if dev.type == "cuda":  # the float32 double-backward product a user would write
-        net32 = s.net.float()
+        net32 = copy.deepcopy(s.net).float()
         params32 = list(net32.parameters())
         v32 = [t.float() for t in op._split(v)]
 
@@ -140,7 +141,6 @@ def bench(name: str, n: int, device: str, log) -> dict:
 
         hvp32()
         _, row["hvp32_s"], _ = timed(hvp32, dev, repeats=3)
-        s.net.double()
         log(f"  float32 double-backward product {row['hvp32_s']:.4f} s: boundcheck's float64 "
             f"product / it = {row['hvp_s'] / row['hvp32_s']:.2f}")
     try:
