@@ -16,6 +16,7 @@ TINY = {
     "lenet": ({"channels": [2], "kernel_size": 3, "padding": 1, "hidden": [3]}, (1, 4, 4)),
     "vgg": ({"stages": [[2, 2]], "hidden": [3], "activation": "tanh"}, (1, 4, 4)),
     "resnet": ({"widths": [2, 3], "activation": "tanh"}, (1, 4, 4)),
+    "resnet18": ({"width": 1, "activation": "tanh"}, (1, 4, 4)),
     "vit": ({"patch_size": 2, "dim": 4, "depth": 1, "heads": 2, "mlp_ratio": 1}, (1, 4, 4)),
     "sequence_transformer": ({"dim": 4, "depth": 1, "heads": 2, "mlp_ratio": 1}, (3, 4)),
 }
@@ -52,6 +53,9 @@ def test_outputs_batch_by_k_and_subject_accepts_it(name):
 def test_engine_hessian_matches_brute_force(name):
     """The dense Hessian through each architecture (double backward through convolutions,
     residuals, attention, layer norm) equals torch.autograd.functional.hessian in float64."""
+    if name == "resnet18":
+        pytest.skip("2,928 parameters at width 1 (two dense Hessians: minutes); its blocks and "
+                    "batch norm are checked on a small ResNet in tests/test_resnet.py")
     options, shape = TINY[name]
     net = build_model({"model": name, "seed": 1, **options}, input_shape=shape, output_dim=3)
     x = _inputs(name, shape, 4, seed=1)

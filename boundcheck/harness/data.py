@@ -2,8 +2,9 @@
 folder. Nothing here downloads anything.
 
 * bundled: digits (1,797 8×8 images; also as (1, 8, 8) images), iris, wine, breast_cancer.
-* synthetic: Gaussian mixtures; labels from a random teacher network; samples with a chosen
-  pairwise cosine ρ (the "degree of orthogonality" of THEOREMS.md T2); token sequences.
+* synthetic: Gaussian mixtures (as vectors, or as (C, H, W) images); labels from a random
+  teacher network; samples with a chosen pairwise cosine ρ (the "degree of orthogonality" of
+  THEOREMS.md T2); token sequences.
 * local: MNIST, FashionMNIST (IDX files) and CIFAR-10 (python batches) from a folder the
   user names, read directly (:mod:`boundcheck.harness.image_files`; no torchvision).
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 BUNDLED = ("digits", "iris", "wine", "breast_cancer")
-SYNTHETIC = ("gaussian_mixture", "teacher", "orthogonal", "tokens")
+SYNTHETIC = ("gaussian_mixture", "gaussian_images", "teacher", "orthogonal", "tokens")
 LOCAL = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 DATASETS = (*BUNDLED, *SYNTHETIC, *LOCAL)
 LAYOUTS = ("flat", "image", "tokens")
@@ -74,6 +75,17 @@ def gaussian_mixture(n: int, dim: int, classes: int, separation: float = 3.0, se
     y = torch.randint(0, classes, (n,), generator=g)
     x = means[y] + torch.randn(n, dim, generator=g)
     return x, y
+
+
+def gaussian_images(n: int, channels: int = 3, size: int = 32, classes: int = 10,
+                    separation: float = 3.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A :func:`gaussian_mixture` in ``channels·size·size`` dimensions laid out as images
+    (n, C, H, W), CIFAR-sized by default; pixels divided by ``√(1 + separation²/2)`` so that
+    each has variance 1 over the mixture (as standardised CIFAR pixels do)."""
+    _check_sizes(channels=channels, size=size)
+    x, y = gaussian_mixture(n, channels * size * size, classes, separation, seed)
+    x = x / float(np.sqrt(1.0 + separation**2 / 2.0))
+    return x.reshape(n, channels, size, size).contiguous(), y
 
 
 def teacher(n: int, dim: int, classes: int, hidden: tuple[int, ...] | list[int] = (16,),
@@ -216,8 +228,8 @@ def load(name: str, *, n: int | None = None, seed: int = 0, layout: str = "flat"
     return DataSet(x, y, outputs, name)
 
 
-_GENERATORS = {"gaussian_mixture": gaussian_mixture, "teacher": teacher,
-               "orthogonal": orthogonal, "tokens": tokens}
+_GENERATORS = {"gaussian_mixture": gaussian_mixture, "gaussian_images": gaussian_images,
+               "teacher": teacher, "orthogonal": orthogonal, "tokens": tokens}
 
 
 def _subsample(x, y, n: int | None, seed: int, name: str):

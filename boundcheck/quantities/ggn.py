@@ -20,13 +20,12 @@ from boundcheck.core.subject import Subject
 from boundcheck.engines.curvature import GaussNewton, dense_hessian_with_error
 from boundcheck.engines.data_parallel import (
     DataParallelGaussNewton,
-    DataParallelOperator,
     ShardWeights,
     all_reduced_dense,
 )
 from boundcheck.engines.estimators import stream_seed
 from boundcheck.engines.estimators.trace import CRITICAL_ALPHAS, residual_trace
-from boundcheck.engines.working_precision import working_precision_operator
+from boundcheck.quantities.operators import hessian_operator_of, over_ranks
 from boundcheck.quantities.registry import (
     Context,
     NotAffordableError,
@@ -35,26 +34,9 @@ from boundcheck.quantities.registry import (
     quantity,
 )
 from boundcheck.quantities.routes import dense_allowed
+from boundcheck.quantities.time_budget import MIN_TRACE_PRODUCTS, require_time_for
 
 U = UNIT_ROUNDOFF["float64"]
-
-
-def hessian_operator_of(ctx: Context):
-    """The subject's Hessian operator, built once per context: products in the subject's
-    ``product_dtype`` (:mod:`boundcheck.engines.working_precision`), under the memory budget,
-    and over a distributed subject's ranks all-reduced with weights n_r/n
-    (:class:`DataParallelOperator`)."""
-    return ctx.artifact("hessian.operator", lambda: _over_ranks(
-        ctx, working_precision_operator(ctx.subject, ctx.budget.memory_bytes),
-        DataParallelOperator))
-
-
-def _over_ranks(ctx: Context, local, data_parallel):
-    """``local`` (this rank's operator), wrapped in ``data_parallel`` (whose results are
-    all-reduced with weights n_r/n) when the subject is distributed."""
-    if distributed(ctx.subject):
-        return data_parallel(local, ctx.subject.n, ctx.subject.process_group)
-    return local
 
 
 def dense_hessian_of(ctx: Context) -> tuple[torch.Tensor, float]:
@@ -89,7 +71,7 @@ def gauss_newton(ctx: Context) -> GaussNewton:
     if not isinstance(ctx.subject, Subject):
         raise NotApplicableError("the Gauss–Newton split needs a network, data and a loss "
                                  "(a bare matrix has no G)")
-    return ctx.artifact("ggn.operator", lambda: _over_ranks(
+    return ctx.artifact("ggn.operator", lambda: over_ranks(
         ctx, GaussNewton(ctx.subject, ctx.budget.memory_bytes), DataParallelGaussNewton))
 
 
@@ -114,8 +96,9 @@ def _residual_trace(ctx: Context) -> Estimate:
         err = (h.half_width + t.half_width) + 2 * U * (abs(h.value) + abs(t.value))
         return Estimate.exact(value, err, "dense tr H − exact tr G")
     require_calibrated_confidence(ctx)
-    b = ctx.budget
     t = ctx.get("ggn.trace")  # tr R is judged against tr G (it may be ~0)
+    require_time_for(ctx, MIN_TRACE_PRODUCTS, "tr R (Hutchinson on vᵀHv − vᵀGv)")
+    b = ctx.budget
     return residual_trace(hessian_operator_of(ctx), g.quadratic_form, t.value, t.half_width,
                           confidence=ctx.confidence, rel_half_width=b.trace_rel_half_width,
                           abs_half_width=b.trace_rel_half_width * abs(t.value),

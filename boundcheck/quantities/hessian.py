@@ -111,6 +111,7 @@ from boundcheck.quantities.registry import (
     quantity,
 )
 from boundcheck.quantities.routes import choose, dense_allowed, refusal
+from boundcheck.quantities.time_budget import MIN_TRACE_PRODUCTS, require_time_for
 
 U = UNIT_ROUNDOFF["float64"]
 
@@ -203,6 +204,7 @@ def _fro2(ctx: Context) -> Estimate:
         reason = exact
     if not dense_affordable(ctx):
         require_calibrated_confidence(ctx)
+        require_time_for(ctx, MIN_TRACE_PRODUCTS, "tr H² (E‖Hv‖²)")
         b = ctx.budget
         est = squared_frobenius(hessian_operator_of(ctx), 0.0, confidence=ctx.confidence,
                                 rel_half_width=b.trace_rel_half_width,
@@ -367,6 +369,7 @@ def _lanczos_eigenvalue(ctx: Context, which: str, name: str) -> Estimate:
 def matrix_free_trace(ctx: Context) -> Estimate:
     """``tr H`` by the estimator ``Budget.trace_method`` names (see the module docstring)."""
     require_calibrated_confidence(ctx)
+    require_time_for(ctx, MIN_TRACE_PRODUCTS, "tr H (Hutchinson-type)")
     b = ctx.budget
     method = b.trace_method
     if method not in TRACE_METHODS:
@@ -498,6 +501,7 @@ def matrix_free_variance(ctx: Context) -> Estimate:
     require_calibrated_confidence(ctx)
     b = ctx.budget
     mean = ctx.get("hessian.eigenvalue_mean")
+    require_time_for(ctx, MIN_TRACE_PRODUCTS, "s² (E‖(H − cI)v‖²)")
     c = mean.value
     p = ctx.subject.num_params
     y = squared_frobenius(hessian_operator_of(ctx), c, confidence=ctx.confidence,

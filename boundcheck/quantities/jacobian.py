@@ -130,21 +130,29 @@ def layer_jacobian_stats(ctx: Context, index: int) -> jac.JacobianStats:
 
 
 def weight_stats(ctx: Context, index: int) -> jac.WeightStats:
-    """Per-sample weight-Jacobian summaries of layer l (computed for all layers at once)."""
+    """Per-sample weight-Jacobian summaries of layer l: for all dense layers at once (what
+    T3–T8 need, one Jacobian pass), a weight-shared layer on its own when asked for. Not
+    every layer at once: on ResNet-18 the per-sample Jacobians and κ Grams of its 20
+    convolutions (K·rows²·cols per sample and layer) ran for over an hour on a CPU when
+    only the dense head was needed."""
     lay = layer(ctx, index)
     if not lay.weight_name:
         raise NotApplicableError(f"layer {index} ({lay.name}): its weight is not a parameter "
                                  "of the model (parametrized weights are not supported)")
+    group = [la for la in structure(ctx).layers if la.weight_name and la.dense]
+    if not lay.dense:
+        group = [lay]
 
     def build() -> dict[str, jac.WeightStats]:
         s = ctx.subject
         params = dict(s.net.named_parameters())
-        names = [la.weight_name for la in structure(ctx).layers if la.weight_name]
+        names = [la.weight_name for la in group]
         weights = {name: params[name].detach() for name in dict.fromkeys(names)}
         return jac.weight_stats(s.net, weights, samples(ctx), floor_rel(ctx),
                                 ctx.budget.jacobian_chunk_bytes, ctx.budget.memory_bytes)
 
-    return ctx.artifact("jacobian.weight_stats", build)[lay.weight_name]
+    key = "jacobian.weight_stats" + ("" if lay.dense else f":{lay.weight_name}")
+    return ctx.artifact(key, build)[lay.weight_name]
 
 
 def output_hessians(ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:

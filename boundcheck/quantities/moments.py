@@ -34,6 +34,7 @@ from boundcheck.quantities.ggn import hessian_operator_of, require_calibrated_co
 from boundcheck.quantities.hessian import dense_spectrum, scaled_estimate
 from boundcheck.quantities.registry import Context, NotApplicableError, quantity
 from boundcheck.quantities.routes import choose
+from boundcheck.quantities.time_budget import MIN_TRACE_PRODUCTS, require_time_for
 
 U = UNIT_ROUNDOFF["float64"]
 
@@ -67,6 +68,7 @@ class _Power:
 
 def _estimated_moment(ctx: Context, j: int) -> Estimate:
     require_calibrated_confidence(ctx)
+    require_time_for(ctx, j * MIN_TRACE_PRODUCTS, f"tr H^{j} (Hutchinson on vᵀH^{j}v)")
     p = ctx.subject.num_params
     # products of H^j compound the working precision's error: these take float64 products
     t = hutchinson_trace(_Power(float64_products(hessian_operator_of(ctx)), j),

@@ -51,6 +51,7 @@ from boundcheck.quantities.registry import (
     NotApplicableError,
     quantity,
 )
+from boundcheck.quantities.time_budget import require_time_for
 
 U = UNIT_ROUNDOFF["float64"]
 
@@ -66,6 +67,7 @@ def planes(ctx: Context) -> ProjectedHessians:
             d = dense_spectrum(ctx)
             op = SymmetricMatrixOperator(d.matrix * d.scale)
             return projected_hessians(op, m, seed, matrix_error=d.perturbation * d.scale)
+        require_time_for(ctx, 2 * m, f"{m} random planes (2 products each)")
         op = hessian_operator_of(ctx)
         products = product_error(op)  # working-precision products: ‖E‖₂ ≤ ε, as matrix_error
         return projected_hessians(op, m, seed,

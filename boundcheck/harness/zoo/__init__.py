@@ -22,6 +22,7 @@ from boundcheck.harness.zoo._seed import seeded
 from boundcheck.harness.zoo.cnn import lenet, vgg
 from boundcheck.harness.zoo.mlp import ACTIVATIONS, SMOOTH, build_mlp, mlp
 from boundcheck.harness.zoo.resnet import resnet
+from boundcheck.harness.zoo.resnet18 import resnet18
 from boundcheck.harness.zoo.transformer import sequence_transformer, vit
 
 
@@ -44,6 +45,8 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("lenet", lenet, "image", "LeNet-style CNN (conv → act → pool stages)"),
     Architecture("vgg", vgg, "image", "small VGG-style CNN (stages of 3×3 convolutions)"),
     Architecture("resnet", resnet, "image", "small ResNet (basic residual blocks)"),
+    Architecture("resnet18", resnet18, "image",
+                 "ResNet-18, CIFAR stem (3×3, no max pooling); width 64: 11.2M parameters"),
     Architecture("vit", vit, "image", "ViT-style transformer on image patches"),
     Architecture("sequence_transformer", sequence_transformer, "tokens",
                  "transformer classifier on token sequences"),
@@ -81,5 +84,5 @@ def build_model(config: Mapping[str, Any], *, input_shape: Sequence[int],
 
 
 __all__ = ["ACTIVATIONS", "ARCHITECTURES", "Architecture", "SMOOTH", "architecture",
-           "build_model", "check_options", "lenet", "mlp", "resnet", "sequence_transformer",
-           "vgg", "vit"]
+           "build_model", "check_options", "lenet", "mlp", "resnet", "resnet18",
+           "sequence_transformer", "vgg", "vit"]
