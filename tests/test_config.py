@@ -136,3 +136,11 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("name = \n")
     with pytest.raises(ValueError, match="invalid TOML"):
         RunConfig.from_toml(bad)
+
+
+def test_subject_product_dtype_is_validated():
+    from boundcheck.harness.config import SubjectConfig
+
+    assert SubjectConfig(product_dtype="float32").product_dtype == "float32"
+    with pytest.raises(ValueError):
+        SubjectConfig(product_dtype=32)

@@ -76,6 +76,8 @@ class SubjectConfig:
     test_fraction: float = 0.0  # held out (seeded split) as test data; 0: none (T11c N/A)
     model_options: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    product_dtype: str | None = None  # "float32"/"bfloat16": Hessian-vector products in it
+    # (bc.Subject's product_dtype: calibrated error model, float64 accumulation); None: float64
 
     def __post_init__(self) -> None:
         for key in ("dataset", "model", "loss"):
@@ -88,7 +90,7 @@ class SubjectConfig:
                                  f"got {self.hidden!r}")
             for width in self.hidden:
                 checks.integer(width, "each width in subject.hidden", least=1)
-        for key in ("activation", "data_root"):
+        for key in ("activation", "data_root", "product_dtype"):
             if getattr(self, key) is not None:
                 checks.text(getattr(self, key), f"subject.{key}")
         if self.bias is not None:

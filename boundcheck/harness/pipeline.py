@@ -119,6 +119,7 @@ def train_and_verify(cfg: RunConfig, *, progress: bool = True,
         name = cfg.name if len(snapshots) == 1 else f"{cfg.name} @ step {step}"
         subject = Subject(net, (x_train, t_train), cfg.subject.loss, name=name,
                           device=cfg.device, test_data=held_out,
+                          product_dtype=cfg.subject.product_dtype,
                           trajectory=trajectory.until(step) if trajectory else None)
         log(f"verifying at step {step} ...")
         verify_start = time.perf_counter()
