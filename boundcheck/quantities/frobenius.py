@@ -22,6 +22,8 @@ from boundcheck.engines import closed_form_depth as cd
 from boundcheck.quantities.registry import Context, distributed
 
 U = UNIT_ROUNDOFF["float64"]
+ETA = 2.0**-1074  # smallest subnormal: the absolute rounding floor of every operation
+UNDERFLOW_FLOOR = 1e-250  # below it, terms lost to underflow could matter (issue: falsify)
 REL_TARGET = 1e-7  # a rounding bar this tight (relative) is kept without a second n² pass
 
 
@@ -61,6 +63,11 @@ def pair_form_fro2(ctx: Context) -> Estimate | str:
         t = ctx.artifact("hessian.fro2.pair_form", build)
     except cf.ArchitectureMismatch as err:
         return f"no exact pair form: {err}"
+    if not t.fro2 - t.fro2_error >= UNDERFLOW_FLOOR:
+        # squares of entries below ~1e-154 underflow: the pair form does not rescale (the
+        # dense route does, by a power of two), so near the underflow range it is not taken
+        return (f"‖H‖_F² ≈ {t.fro2:.3g} is too close to float64's underflow range for the "
+                "pair form (no rescaling)")
     est = Estimate.exact(
         t.fro2, t.fro2_error,
         f"exact ‖H‖_F² = (1/n²) Σ_ij ⟨H_i, H_j⟩ from the per-sample layer factors (depth "
@@ -101,7 +108,10 @@ def exact_variance(ctx: Context) -> Estimate | None:
     sq_lo = 0.0 if m_lo <= 0.0 <= m_hi else min(m_lo * m_lo, m_hi * m_hi) * (1 - 4 * U)
     lower = f.lower / p * (1 - 4 * U) - sq_hi
     upper = f.upper / p * (1 + 4 * U) - sq_lo
-    lower, upper = lower - 4 * U * abs(lower), upper + 4 * U * abs(upper)
+    # + an absolute ETA per operation: divisions and squares may underflow (a subnormal or 0
+    # where the true value is ~1e-400, found by `boundcheck falsify hessian.ws_lambda_min`)
+    lower = lower - 4 * U * abs(lower) - 8 * ETA
+    upper = upper + 4 * U * abs(upper) + 8 * ETA
     value = f.value / p - (t.value / p) ** 2
     est = Estimate(min(max(value, lower), upper), lower, upper, "exact",
                    "‖H‖_F²/P − (tr H/P)², both exact; interval arithmetic",
