@@ -310,8 +310,8 @@ def extreme_eigenvalue(op, which: str = "largest", *, confidence: float = 0.99,
     product shows a scale far from 1 (below 2^-100 or above 2^100), scaled back exactly: the
     run's vector norms square their entries and would otherwise underflow (a Hessian of
     scale 1e-212 gave β = 0 and the start vector's Rayleigh quotient, 1/50 of λ_max, as an
-    "invariant Krylov space"; `boundcheck falsify hessian.ws_lambda_max_lower` found it). Working-precision operators
-    (a product error model) are not rescaled."""
+    "invariant Krylov space"; `boundcheck falsify hessian.ws_lambda_max_lower` found it).
+    Working-precision operators (a product error model) are not rescaled."""
     if product_error(op) is not None:
         return _extreme_eigenvalue(op, which, confidence=confidence, rel_tol=rel_tol,
                                    max_steps=max_steps, seed=seed, second_below=second_below)
