@@ -281,3 +281,17 @@ def test_record_quantities_skips_what_cannot_be_measured():
     s = _subject(_net(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)), test=False)
     out = record_quantities(Context(s), ["jacobian.fro2_mean", "kr.cross_entropy_ratio_max"])
     assert list(out) == ["jacobian.fro2_mean"] and out["jacobian.fro2_mean"]["value"] > 0
+
+
+def test_quotients_in_chunks_equal_one_pass(monkeypatch):
+    """The quotient search's forward passes go FORWARD_CHUNK inputs at a time (memory on big
+    nets); the numbers do not depend on the chunk."""
+    from boundcheck.engines import lipschitz as engine
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(),
+                              torch.nn.Linear(6, 3)).double()
+    a, b = torch.randn(10, 4, dtype=torch.float64), torch.randn(10, 4, dtype=torch.float64)
+    whole = engine.quotients(net, a, b)
+    monkeypatch.setattr(engine, "FORWARD_CHUNK", 3)
+    assert torch.equal(engine.quotients(net, a, b), whole)

@@ -298,10 +298,21 @@ def lipsdp(mats: list[np.ndarray], slopes: list[tuple[float, float]], solver: st
 
 
 # -- lower bounds ---------------------------------------------------------------------------
+FORWARD_CHUNK = 256  # inputs per forward pass of the quotient search (4,232 CIFAR images at
+# once through ResNet-18 in float64 took > 20 GB and were OOM-killed)
+
+
+def _outputs(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)`` without gradients, ``FORWARD_CHUNK`` rows at a time."""
+    with torch.no_grad():
+        return torch.cat([net(x[i:i + FORWARD_CHUNK]) for i in range(0, x.shape[0],
+                                                                      FORWARD_CHUNK)])
+
+
 def quotients(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """‖f(a_i) − f(b_i)‖ / ‖a_i − b_i‖ for paired rows."""
     with torch.no_grad():
-        num = torch.linalg.vector_norm((net(a) - net(b)).flatten(1), dim=1)
+        num = torch.linalg.vector_norm((_outputs(net, a) - _outputs(net, b)).flatten(1), dim=1)
     return num / torch.linalg.vector_norm((a - b).flatten(1), dim=1)
 
 
@@ -310,8 +321,8 @@ def quotient_rounding(net: nn.Module, a: torch.Tensor, b: torch.Tensor, rel: flo
     """Allowance on a computed quotient: ``rel · (‖f(a)‖ + ‖f(b)‖) / ‖a − b‖``, with ``rel``
     the network's relative rounding floor (8u(P + D + K), as for Jacobians)."""
     with torch.no_grad():
-        fa = torch.linalg.vector_norm(net(a).flatten(1), dim=1)
-        fb = torch.linalg.vector_norm(net(b).flatten(1), dim=1)
+        fa = torch.linalg.vector_norm(_outputs(net, a).flatten(1), dim=1)
+        fb = torch.linalg.vector_norm(_outputs(net, b).flatten(1), dim=1)
     return rel * (fa + fb) / torch.linalg.vector_norm((a - b).flatten(1), dim=1)
 
 
@@ -333,7 +344,7 @@ def search_quotient(net: nn.Module, x: torch.Tensor, rel: float, top: int = 8,
     n = x.shape[0]
     flat = x.flatten(1)
     with torch.no_grad():
-        out = net(x).flatten(1)
+        out = _outputs(net, x).flatten(1)
     dx = torch.cdist(flat, flat)
     df = torch.cdist(out, out)
     q = torch.where(dx > 0, df / dx.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(dx))
