@@ -285,7 +285,7 @@ def test_record_quantities_skips_what_cannot_be_measured():
 
 def test_quotients_in_chunks_equal_one_pass(monkeypatch):
     """The quotient search's forward passes go FORWARD_CHUNK inputs at a time (memory on big
-    nets); the numbers do not depend on the chunk."""
+    nets); the numbers do not depend on the chunk (beyond GEMM rounding)."""
     from boundcheck.engines import lipschitz as engine
 
     torch.manual_seed(0)
@@ -294,4 +294,4 @@ def test_quotients_in_chunks_equal_one_pass(monkeypatch):
     a, b = torch.randn(10, 4, dtype=torch.float64), torch.randn(10, 4, dtype=torch.float64)
     whole = engine.quotients(net, a, b)
     monkeypatch.setattr(engine, "FORWARD_CHUNK", 3)
-    assert torch.equal(engine.quotients(net, a, b), whole)
+    assert torch.allclose(engine.quotients(net, a, b), whole, rtol=1e-13, atol=0.0)
