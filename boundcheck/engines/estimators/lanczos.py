@@ -300,40 +300,38 @@ class _Scaled:
         return self.op.matvec(v) * self.factor
 
 
-SCALE_RANGE = 2.0**100  # operators whose norm estimate lies outside [1/this, this] are rescaled
+SCALE_RANGE = 2.0**100  # a run whose max |Ritz value| lies outside [1/this, this] is rerun scaled
 
 
 def extreme_eigenvalue(op, which: str = "largest", *, confidence: float = 0.99,
                        rel_tol: float = 1e-8, max_steps: int = 300, seed: int = 0,
                        second_below: float | None = None) -> EigenvalueInterval:
-    """:func:`_extreme_eigenvalue` on ``2^k · op`` with ``2^k·op`` of scale ≈ 1 when one
-    product shows a scale far from 1 (below 2^-100 or above 2^100), scaled back exactly: the
-    run's vector norms square their entries and would otherwise underflow (a Hessian of
-    scale 1e-212 gave β = 0 and the start vector's Rayleigh quotient, 1/50 of λ_max, as an
+    """:func:`_extreme_eigenvalue`, run again on ``2^k · op`` (scaled back exactly) when the
+    first run's Ritz values show a scale far from 1 (max |θ| below 2^-100 or above 2^100): the
+    run's vector norms square their entries and underflow below ~1e-154 (a Hessian of scale
+    1e-212 gave β = 0 and the start vector's Rayleigh quotient, 1/50 of λ_max, as an
     "invariant Krylov space"; `boundcheck falsify hessian.ws_lambda_max_lower` found it).
-    Working-precision operators (a product error model) are not rescaled."""
-    if product_error(op) is not None:
-        return _extreme_eigenvalue(op, which, confidence=confidence, rel_tol=rel_tol,
-                                   max_steps=max_steps, seed=seed, second_below=second_below)
-    g = _gaussian(op.dim, torch.Generator().manual_seed(seed + 7919), op.dtype, op.device)
-    # max |entry| of A g (|g_i| ~ 1): torch's vector_norm squares unscaled and underflows
-    # below ~1e-154, which is the very failure this guards against
-    norm = float(op.matvec(g).abs().max())
-    factor = 1.0
-    if 0.0 < norm < math.inf and not 1.0 / SCALE_RANGE <= norm <= SCALE_RANGE:
-        factor = 2.0 ** -math.frexp(norm)[1]
-    r = _extreme_eigenvalue(_Scaled(op, factor) if factor != 1.0 else op, which,
-                            confidence=confidence, rel_tol=rel_tol, max_steps=max_steps,
-                            seed=seed,
-                            second_below=None if second_below is None else second_below * factor)
-    details = dict(r.details, scale_probe_products=1)
-    if factor != 1.0:
-        details["rescaled_by"] = factor
-        for key in ("residual", "rounding", "block_residual"):
-            if isinstance(details.get(key), float):
-                details[key] = details[key] / factor
-    return EigenvalueInterval(r.value / factor, r.lower / factor, r.upper / factor, r.kind,
-                              r.confidence, r.matvecs + 1, details)
+    Ritz values are dot products ``qᵀAq``, which do not square, so they show the scale even
+    then; at ordinary scales nothing is spent. Working-precision operators (a product error
+    model) are not rescaled."""
+    kwargs = {"confidence": confidence, "rel_tol": rel_tol, "max_steps": max_steps,
+              "seed": seed}
+    r = _extreme_eigenvalue(op, which, second_below=second_below, **kwargs)
+    theta = r.details.get("ritz_scale", 0.0)
+    if (product_error(op) is not None or not 0.0 < theta < math.inf
+            or 1.0 / SCALE_RANGE <= theta <= SCALE_RANGE):
+        return r
+    factor = 2.0 ** -math.frexp(theta)[1]
+    scaled = _extreme_eigenvalue(
+        _Scaled(op, factor), which,
+        second_below=None if second_below is None else second_below * factor, **kwargs)
+    details = dict(scaled.details, rescaled_by=factor, unscaled_products=r.matvecs)
+    for key in ("residual", "rounding", "block_residual", "ritz_scale"):
+        if isinstance(details.get(key), float):
+            details[key] = details[key] / factor
+    return EigenvalueInterval(scaled.value / factor, scaled.lower / factor,
+                              scaled.upper / factor, scaled.kind, scaled.confidence,
+                              r.matvecs + scaled.matvecs, details)
 
 
 def _extreme_eigenvalue(op, which: str = "largest", *, confidence: float = 0.99,
@@ -382,6 +380,7 @@ def _extreme_eigenvalue(op, which: str = "largest", *, confidence: float = 0.99,
     if products is not None:
         details.update(products.details())
     scale = float(ritz.values.abs().max())
+    details["ritz_scale"] = scale
     tol = max(rel_tol * max(scale, 1e-300), 2.0 * eps)
     lower = theta - e
     r = float(ritz.residuals[-1])
