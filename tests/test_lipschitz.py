@@ -295,3 +295,43 @@ def test_quotients_in_chunks_equal_one_pass(monkeypatch):
     whole = engine.quotients(net, a, b)
     monkeypatch.setattr(engine, "FORWARD_CHUNK", 3)
     assert torch.allclose(engine.quotients(net, a, b), whole, rtol=1e-13, atol=0.0)
+
+
+class _RowCounter(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.rows = net, 0
+
+    def forward(self, x):
+        self.rows += x.shape[0]
+        return self.net(x)
+
+
+def test_quotient_search_forwards_each_segment_point_once():
+    """Segment pairs reuse the grid's outputs: n + top·points + 2·top·(steps + 1) rows forward
+    (the old search pushed both ends of all 528 pairs per segment, twice: 17k ResNet images),
+    and the reported pair's quotient is the one recomputed from scratch."""
+    from boundcheck.engines import lipschitz as engine
+
+    torch.manual_seed(1)
+    net = _RowCounter(torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(),
+                                          torch.nn.Linear(7, 3)).double())
+    x = torch.randn(20, 5, dtype=torch.float64)
+    res = engine.search_quotient(net, x, 1e-14, top=4, segment_points=9, ascent_steps=6)
+    assert net.rows == 20 + 4 * 9 + 2 * 4 * (6 + 1)
+    again = float(engine.quotients(net, res.a[None], res.b[None])[0])
+    assert abs(again - res.value) <= 1e-12 * again
+    assert res.lower <= res.value and res.value >= res.sample_best * (1 - 1e-12)
+
+
+def test_quotient_ascent_stops_at_the_time_limit(monkeypatch):
+    from boundcheck.engines import lipschitz as engine
+    from boundcheck.engines.estimators import clock
+
+    net = _RowCounter(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(),
+                                          torch.nn.Linear(4, 2)).double())
+    x = torch.randn(6, 3, dtype=torch.float64)
+    monkeypatch.setattr(clock, "expired", lambda: True)
+    res = engine.search_quotient(net, x, 1e-14, top=2, segment_points=5, ascent_steps=100)
+    assert net.rows == 6 + 2 * 5 + 2 * 2 * (1 + 1)  # one ascent step, then the final pass
+    assert res.lower > 0

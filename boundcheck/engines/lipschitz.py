@@ -47,6 +47,7 @@ from torch import nn
 
 from boundcheck.core.activations import kinks, slope_bounds
 from boundcheck.core.estimate import UNIT_ROUNDOFF
+from boundcheck.engines.estimators import clock
 
 U64 = UNIT_ROUNDOFF["float64"]
 AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -340,52 +341,86 @@ def search_quotient(net: nn.Module, x: torch.Tensor, rel: float, top: int = 8,
                     segment_points: int = 33, ascent_steps: int = 100, seed: int = 0
                     ) -> QuotientSearch:
     """Best ‖f(a) − f(b)‖/‖a − b‖ over all sample pairs, raised by searching the best pairs'
-    segments (all pairs of ``segment_points`` grid points) and by gradient ascent on (a, b)."""
+    segments (all pairs of ``segment_points`` grid points) and by gradient ascent on (a, b).
+
+    Cost in forward passes: ``n`` (the samples), ``top · segment_points`` (each segment's grid
+    once; its ``segment_points²/2`` pairs reuse those outputs) and ``2 top`` per ascent step.
+    The ascent stops early at the time limit (:mod:`.estimators.clock`): any pair found is a
+    valid lower bound, so stopping only makes it less tight."""
     n = x.shape[0]
     flat = x.flatten(1)
     with torch.no_grad():
         out = _outputs(net, x).flatten(1)
-    dx = torch.cdist(flat, flat)
-    df = torch.cdist(out, out)
+    dx = torch.cdist(flat, flat)  # ranking only: cdist's GEMM form may cancel; the quotients
+    df = torch.cdist(out, out)    # kept below are recomputed from differences
     q = torch.where(dx > 0, df / dx.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(dx))
     q = torch.triu(q, diagonal=1)
     k = min(top, max(1, n * (n - 1) // 2))
     best = torch.topk(q.flatten(), k).indices
     ii, jj = best // n, best % n
-    cand_a, cand_b = [x[ii]], [x[jj]]
     sample_best = float(q.max())
     grid = torch.linspace(0, 1, segment_points, dtype=x.dtype)
+    p, r = torch.triu_indices(segment_points, segment_points, offset=1)
+    found = [_pair_quotients(x[ii], x[jj], out[ii], out[jj], rel)]
     for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
         pts = x[i][None] + grid.reshape(-1, *([1] * (x.dim() - 1))) * (x[j] - x[i])[None]
-        p, r = torch.triu_indices(segment_points, segment_points, offset=1)
-        cand_a.append(pts[p])
-        cand_b.append(pts[r])
-    a = torch.cat(cand_a)
-    b = torch.cat(cand_b)
-    qs = quotients(net, a, b)
-    order = torch.topk(qs, min(top, qs.numel())).indices
-    a0, b0 = a[order].clone(), b[order].clone()
+        f_pts = _outputs(net, pts).flatten(1)
+        found.append(_pair_quotients(pts[p], pts[r], f_pts[p], f_pts[r], rel))
+    a = torch.cat([c[0] for c in found])
+    b = torch.cat([c[1] for c in found])
+    qs = torch.cat([c[2] for c in found])
+    lows = torch.cat([c[3] for c in found])
+    if qs.numel():
+        order = torch.topk(qs, min(top, qs.numel())).indices
+        start_a, start_b = a[order], b[order]
+    else:  # every sample coincides: the ascent's start noise separates the pairs
+        start_a, start_b = x[ii], x[jj]
+    a_up, b_up = _ascend(net, start_a, start_b, ascent_steps, float(dx.max()), seed)
+    with torch.no_grad():
+        f_a, f_b = _outputs(net, a_up).flatten(1), _outputs(net, b_up).flatten(1)
+    up = _pair_quotients(a_up, b_up, f_a, f_b, rel)
+    a, b = torch.cat([a, up[0]]), torch.cat([b, up[1]])
+    qs, lows = torch.cat([qs, up[2]]), torch.cat([lows, up[3]])
+    i = int(torch.argmax(lows))
+    return QuotientSearch(float(qs[i]), max(0.0, float(lows[i])), a[i], b[i], sample_best,
+                          n * (n - 1) // 2)
+
+
+def _pair_quotients(a: torch.Tensor, b: torch.Tensor, fa: torch.Tensor, fb: torch.Tensor,
+                    rel: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pairs (a_i, b_i) with outputs (fa_i, fb_i): the pairs with a ≠ b, their quotients and
+    the quotients less :func:`quotient_rounding`'s allowance (from the same outputs)."""
+    gap = torch.linalg.vector_norm((a - b).flatten(1), dim=1)
+    keep = gap > 0
+    a, b, fa, fb, gap = a[keep], b[keep], fa[keep], fb[keep], gap[keep]
+    q = torch.linalg.vector_norm((fa - fb).flatten(1), dim=1) / gap
+    allowance = rel * (torch.linalg.vector_norm(fa.flatten(1), dim=1)
+                       + torch.linalg.vector_norm(fb.flatten(1), dim=1)) / gap
+    return a, b, q, q - allowance
+
+
+def _ascend(net: nn.Module, a0: torch.Tensor, b0: torch.Tensor, steps: int, scale: float,
+            seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adam ascent of Σ ‖f(a_i) − f(b_i)‖/‖a_i − b_i‖ from the pairs (a0, b0); at most
+    ``steps`` steps, fewer when the time limit passes."""
     gen = torch.Generator().manual_seed(seed)
-    a_var = (a0 + 1e-6 * torch.randn(a0.shape, generator=gen, dtype=x.dtype)).requires_grad_()
+    a_var = (a0 + 1e-6 * torch.randn(a0.shape, generator=gen, dtype=a0.dtype)).requires_grad_()
     b_var = b0.clone().requires_grad_()
-    opt = torch.optim.Adam([a_var, b_var], lr=1e-2 * float(dx.max()) / math.sqrt(flat.shape[1]))
-    for _ in range(ascent_steps):
+    opt = torch.optim.Adam([a_var, b_var], lr=1e-2 * scale / math.sqrt(a0[0].numel()))
+    m = a0.shape[0]
+    for step in range(steps):
+        if step and clock.expired():
+            break
         opt.zero_grad()
-        diff = (net(a_var) - net(b_var)).flatten(1)
+        both = net(torch.cat([a_var, b_var]))  # one pass: BN is in eval mode (per-sample)
+        diff = (both[:m] - both[m:]).flatten(1)
         gap = (a_var - b_var).flatten(1)
         obj = -(torch.linalg.vector_norm(diff, dim=1)
                 / torch.linalg.vector_norm(gap, dim=1).clamp_min(1e-12)).sum()
         obj.backward()
         opt.step()
-    a = torch.cat([a, a_var.detach()])
-    b = torch.cat([b, b_var.detach()])
-    keep = torch.linalg.vector_norm((a - b).flatten(1), dim=1) > 0
-    a, b = a[keep], b[keep]
-    qs = quotients(net, a, b)
-    lows = qs - quotient_rounding(net, a, b, rel)
-    i = int(torch.argmax(lows))
-    return QuotientSearch(float(qs[i]), max(0.0, float(lows[i])), a[i], b[i], sample_best,
-                          n * (n - 1) // 2)
+        clock.report("quotient ascent", step + 1, unit="steps")
+    return a_var.detach(), b_var.detach()
 
 
 def differentiable_mask(ops: list[Op], x: torch.Tensor, rel: float) -> torch.Tensor:

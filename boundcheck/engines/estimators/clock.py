@@ -60,7 +60,8 @@ def progress_to(sink: Callable[[str], None], every_s: float = 2.0) -> Iterator[N
         _PROGRESS.reset(token)
 
 
-def report(what: str, products: int, width: float | None = None) -> None:
+def report(what: str, products: int, width: float | None = None, unit: str = "products"
+           ) -> None:
     """A progress line, if a sink is set and its interval has passed."""
     state = _PROGRESS.get()
     if state is None:
@@ -71,7 +72,7 @@ def report(what: str, products: int, width: float | None = None) -> None:
         return
     last[0] = now
     left = remaining()
-    sink(f"  {what}: {products} products"
+    sink(f"  {what}: {products} {unit}"
          + (f", interval width {width:.3g}" if width is not None and math.isfinite(width)
             else "")
          + (f", {left:.0f} s left" if math.isfinite(left) else ""))
