@@ -28,6 +28,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg.budget.route = args.route
     if args.memory is not None:
         cfg.budget.memory_bytes = args.memory
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     from boundcheck.verification.registry import select
 
     select(cfg.theorems)  # an unknown theorem id fails here, before any training
@@ -53,12 +55,23 @@ def _estimator_progress(quiet: bool):
 
     from boundcheck.engines.estimators.clock import progress_to
 
-    return nullcontext() if quiet else progress_to(lambda line: print(line, file=sys.stderr))
+    return nullcontext() if quiet else progress_to(lambda line: print(line, file=sys.stderr),
+                                                   every_s=10.0)
 
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 10**3, "KIB": 2**10, "M": 2**20, "MB": 10**6,
           "MIB": 2**20, "G": 2**30, "GB": 10**9, "GIB": 2**30, "T": 2**40, "TB": 10**12,
           "TIB": 2**40}
+
+
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threads is a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"threads must be at least 1, got {value}")
+    return value
 
 
 def _memory(text: str) -> int:
@@ -184,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "dense and matrix-free by a cost model (auto, the default; refinement "
                         "rounds go exact), dense whenever P ≤ max_dense_params (exact), or "
                         "never dense (interval); also [budget] route in the TOML")
+    p.add_argument("--threads", type=_threads, metavar="N",
+                   help="torch threads for this run (default 1: sweeps and CI run one process "
+                        "per core; a single large net runs faster on all cores)")
     p.add_argument("--memory", type=_memory, metavar="SIZE",
                    help="memory budget of curvature products and Jacobian chunks (e.g. 4GiB; "
                         "Budget.memory_bytes): data are streamed in micro-batches that fit, "

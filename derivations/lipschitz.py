@@ -59,11 +59,13 @@ kr_ratio = sympy.Symbol(r"\max_k \frac{|E_{\nu_k} g_k - E_{\mu_k} g_k|}{\sqrt{2}
                         r"\nu_k)}", nonnegative=True)
 
 _FAMILY = "lipschitz"
+_CHAIN_CHECK = "lipschitz.chain_affine_layers"  # NOT_APPLICABLE off a chain, up front
 _CHAIN = ("Chains only (nn.Sequential of Linear/Conv, Flatten, non-overlapping pooling and "
           "slope-restricted σ); other layers are NOT_APPLICABLE with the reason.")
 
 SANDWICH = Theorem(
     id="lipschitz.sandwich",
+    applies_to=_CHAIN_CHECK,
     title="T11b Lipschitz sandwich: best lower bound ≤ min(LipSDP, product bound)",
     lhs=lower, rhs=upper,
     symbols={lower: "lipschitz.lower", upper: "lipschitz.upper"},
@@ -72,6 +74,7 @@ SANDWICH = Theorem(
 
 JACOBIAN_LIPSDP = Theorem(
     id="lipschitz.jacobian_le_lipsdp",
+    applies_to=_CHAIN_CHECK,
     title="T11b max_i ‖J_x(x_i)‖₂ ≤ LipSDP(f) (certified multipliers)",
     lhs=jac_max, rhs=lipsdp,
     symbols={jac_max: "lipschitz.jacobian_lower", lipsdp: "lipschitz.lipsdp"},
@@ -80,6 +83,7 @@ JACOBIAN_LIPSDP = Theorem(
 
 JACOBIAN_PRODUCT = Theorem(
     id="lipschitz.jacobian_le_product",
+    applies_to=_CHAIN_CHECK,
     title="T11b max_i ‖J_x(x_i)‖₂ ≤ Π_l ‖W_l‖₂ · Lip(σ)^{L−1}",
     lhs=jac_max, rhs=product,
     symbols={jac_max: "lipschitz.jacobian_lower", product: "lipschitz.product"},
@@ -88,6 +92,7 @@ JACOBIAN_PRODUCT = Theorem(
 
 QUOTIENT_LIPSDP = Theorem(
     id="lipschitz.quotient_le_lipsdp",
+    applies_to=_CHAIN_CHECK,
     title="T11b searched difference quotient ‖f(a) − f(b)‖/‖a − b‖ ≤ LipSDP(f)",
     lhs=quotient, rhs=lipsdp,
     symbols={quotient: "lipschitz.quotient_lower", lipsdp: "lipschitz.lipsdp"},

@@ -335,3 +335,28 @@ def test_quotient_ascent_stops_at_the_time_limit(monkeypatch):
     res = engine.search_quotient(net, x, 1e-14, top=2, segment_points=5, ascent_steps=100)
     assert net.rows == 6 + 2 * 5 + 2 * 2 * (1 + 1)  # one ascent step, then the final pass
     assert res.lower > 0
+
+
+def test_chain_theorems_refuse_a_non_chain_before_measuring():
+    """A model that is no nn.Sequential chain: the four chain theorems are NOT_APPLICABLE up
+    front, and the costly quotient search never runs (it took minutes on ResNet-18)."""
+
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.b(x + torch.tanh(self.a(x)))
+
+    torch.manual_seed(0)
+    x = torch.randn(12, 4, dtype=torch.float64)
+    s = bc.Subject(Skip().double(), (x, torch.arange(12) % 3), "cross_entropy")
+    ctx = Context(s)
+    res = bc.verify(s, ["lipschitz.sandwich", "lipschitz.jacobian_le_lipsdp",
+                        "lipschitz.jacobian_le_product", "lipschitz.quotient_le_lipsdp"],
+                    context=ctx)
+    for r in res.results:
+        assert r.verdict.name == "NOT_APPLICABLE" and "nn.Sequential" in r.reason, r.reason
+    assert "lipschitz.quotient_lower" not in ctx.estimates
+    assert "quotient_search" not in ctx._artifacts

@@ -121,6 +121,25 @@ def test_progress_lines_reach_the_sink():
     assert any(line.strip().startswith("trace probes:") for line in lines)
 
 
+def test_slow_measurements_get_a_line_when_they_end(monkeypatch):
+    """Quantities with no progress reports of their own (Jacobians, dense blocks) still say
+    where the time went: one line per measurement of ≥ clock.SLOW_S seconds."""
+    from boundcheck.quantities import Context
+
+    lines: list[str] = []
+    ctx = Context(bc.MatrixSubject(_spectrum(3, dim=40).numpy()))
+    monkeypatch.setattr(clock, "SLOW_S", 0.0)
+    with clock.progress_to(lines.append, every_s=60.0):
+        ctx.get("hessian.trace")
+    assert any(line.strip().startswith("hessian.trace: ") and line.endswith(" s")
+               for line in lines), lines
+    monkeypatch.setattr(clock, "SLOW_S", math.inf)
+    lines.clear()
+    with clock.progress_to(lines.append, every_s=0.0):
+        Context(bc.MatrixSubject(_spectrum(3, dim=40).numpy())).get("hessian.trace")
+    assert not any(line.strip().startswith("hessian.trace: ") for line in lines)
+
+
 def test_the_command_line_takes_a_time_limit():
     from boundcheck.cli import build_parser
 
@@ -128,3 +147,26 @@ def test_the_command_line_takes_a_time_limit():
     assert parser.parse_args(["run", "--time-limit", "90"]).time_limit == 90.0
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--time-limit", "-1"])
+
+
+def test_the_command_line_sets_torch_threads(monkeypatch):
+    """`boundcheck run --threads N` runs the measurement on N torch threads (default one)."""
+    from boundcheck import cli
+    from boundcheck.outputs import run as run_module
+
+    seen = []
+
+    def fake_run(cfg, out, **kw):
+        seen.append(torch.get_num_threads())
+        raise KeyError("stop here")
+
+    monkeypatch.setattr(run_module, "run", fake_run)
+    before = torch.get_num_threads()
+    try:
+        assert cli.main(["run", "--threads", "2", "--no-pdf"]) == 2
+        assert cli.main(["run", "--no-pdf"]) == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2, 1]
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["run", "--threads", "0"])

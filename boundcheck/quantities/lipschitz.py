@@ -47,6 +47,16 @@ def chain_ops(ctx: Context) -> list[lip.Op]:
     return ops
 
 
+@quantity("lipschitz.chain_affine_layers",
+          "affine maps in the model's chain (NotApplicable, with the reason, off a chain)",
+          r"L_{\mathrm{affine}}")
+def _chain_affine_layers(ctx: Context) -> Estimate:
+    """The chain theorems' applicability check (``Theorem.applies_to``): nothing is measured
+    when the model is no chain, before the costly quotient search."""
+    count = sum(op.kind == "affine" for op in chain_ops(ctx))
+    return Estimate.exact(float(count), 0.0, "count of Linear/Conv maps in the chain")
+
+
 @quantity("lipschitz.product",
           "Π_l ‖W_l‖_2 · Π Lip(σ) · Π pool factors over the chain (upper bound on Lip(f))",
           r"\prod_l \|W_l\|_2 \, \mathrm{Lip}(\sigma)^{L-1}")

@@ -9,6 +9,7 @@ options (confidence, seed, budgets).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from boundcheck.core import checks
 from boundcheck.core.estimate import Estimate
 from boundcheck.core.subject import MatrixSubject
+from boundcheck.engines.estimators import clock
 from boundcheck.engines.estimators.clock import time_limit
 from boundcheck.engines.memory import MemoryBudgetError
 
@@ -230,8 +232,10 @@ class Context:
             self.failures[name] = failure
             raise failure
         try:
+            start = time.monotonic()
             with time_limit(self.budget.time_limit_s):
                 est = QUANTITIES[name].measure(self)
+            clock.finished(name, time.monotonic() - start)
         except AttributeError as err:
             if not isinstance(self.subject, MatrixSubject):
                 raise

@@ -60,6 +60,20 @@ def progress_to(sink: Callable[[str], None], every_s: float = 2.0) -> Iterator[N
         _PROGRESS.reset(token)
 
 
+SLOW_S = 5.0  # a measurement this long gets a line of its own when it ends
+
+
+def finished(what: str, seconds: float) -> None:
+    """A line when a measurement that took ≥ SLOW_S seconds ends (unthrottled): steps that
+    report nothing while they run (Jacobians, dense blocks) still show where the time went."""
+    state = _PROGRESS.get()
+    if state is None or seconds < SLOW_S:
+        return
+    sink, _, last = state
+    last[0] = time.monotonic()
+    sink(f"  {what}: {seconds:.0f} s")
+
+
 def report(what: str, products: int, width: float | None = None, unit: str = "products"
            ) -> None:
     """A progress line, if a sink is set and its interval has passed."""
