@@ -131,6 +131,14 @@ def bench(name: str, n: int, device: str, log, product_dtype: str | None = None,
         loss = nn.functional.cross_entropy(s.net(x), y)
         return torch.autograd.grad(loss, s.params)
 
+    if product_dtype is not None:  # the gradient a user would time in that precision
+        dt = getattr(torch, product_dtype)
+        net_lp, x_lp = copy.deepcopy(s.net).to(dt), x.to(dt)
+
+        def gradient():
+            loss = nn.functional.cross_entropy(net_lp(x_lp), y)
+            return torch.autograd.grad(loss, list(net_lp.parameters()))
+
     _, row["grad_s"], _ = timed(gradient, dev, repeats=2)
     op = hessian_operator_of(Context(s))
     v = torch.randn(op.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0)

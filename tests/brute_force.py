@@ -1,7 +1,8 @@
 """An independent float64 reference for the quantities the registered theorems are written in,
 used to decide whether a planted variant is true or false on a subject (never boundcheck's own
-engines): dense Hessians by ``torch.func.hessian``, Jacobians by ``torch.func.jacrev`` and
-``torch.autograd.functional.jacobian``, spectra by ``numpy.linalg.eigvalsh`` / ``svd``.
+engines): dense Hessians by ``torch.autograd.functional.hessian`` (reverse over reverse),
+Jacobians by ``torch.func.jacrev`` and ``torch.autograd.functional.jacobian``,
+spectra by ``numpy.linalg.eigvalsh`` / ``svd``.
 
 Networks must be ``nn.Sequential`` stacks of ``nn.Linear`` and elementwise activations, with
 every parameter trainable; losses ``"mse"`` (``ℓ = ½‖z − y‖²``, c = 1) or ``"cross_entropy"``
@@ -27,7 +28,7 @@ import sympy
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, hessian, jacrev
+from torch.func import functional_call, jacrev
 
 TOL = 1e-7
 Ref = dict[str, tuple[float, float]]
@@ -95,7 +96,9 @@ def mlp_reference(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor, kind: st
         return _loss(functional_call(net, p, (x,)), y, kind)
 
     flat = torch.cat([params[k].reshape(-1) for k in names])
-    hess = hessian(total)(flat).detach().numpy()
+    # reverse-over-reverse, vectorised by autograd: torch.func.hessian (and jacrev(jacrev))
+    # give an asymmetric, wrong Hessian through nn.LayerNorm's weight in torch 2.13
+    hess = torch.autograd.functional.hessian(total, flat, vectorize=True).detach().numpy()
     ref = spectral_reference(0.5 * (hess + hess.T))
     ref["hessian.trace"] = _point(np.trace(hess))
 

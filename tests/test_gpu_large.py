@@ -1,10 +1,11 @@
-"""Matrix-free curvature, Jacobian quantities and T12 on convolutional nets, on CPU and CUDA.
+"""Matrix-free curvature, Jacobian quantities and T12 on convolutional nets and a ViT, on CPU
+and CUDA.
 
 Every test runs one body per device: ``cpu`` (without the ``gpu`` mark, so the code path the
 GPU takes is exercised on every CI run; the longer ones are marked ``slow``) and ``cuda``
 (marked ``gpu``, skipped without a CUDA device). Both measure in float64 and are checked
 against a reference computed on the CPU: a dense truth where the net is small (the CNN:
-torch.func's Hessian, eigvalsh, a dense G; input Jacobians by
+torch.autograd.functional.hessian, eigvalsh, a dense G; input Jacobians by
 torch.autograd.functional.jacobian), else the same measurement on the CPU with the same seed
 (the tiny ResNet-18: the same Rademacher / Gaussian start vectors, so values agree to
 rounding and intervals overlap).
@@ -14,7 +15,7 @@ import math
 
 import pytest
 import torch
-from torch.func import functional_call, hessian
+from torch.func import functional_call
 
 import boundcheck as bc
 from boundcheck.harness.zoo import build_model
@@ -44,6 +45,14 @@ def _resnet(device):
     return _subject(net, (3, 4, 4), 6, device)
 
 
+def _vit(device):
+    """A ViT (patch embedding, one pre-norm attention block, layer norm, mean-pooled head) on
+    6 random 3×4×4 images: 2×2 patches, width 4, two heads (~300 parameters)."""
+    net = build_model({"model": "vit", "seed": 0, "patch_size": 2, "dim": 4, "depth": 1,
+                       "heads": 2, "mlp_ratio": 1}, input_shape=(3, 4, 4), output_dim=3)
+    return _subject(net, (3, 4, 4), 6, device)
+
+
 def _subject(net, shape, n, device):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(n, *shape, generator=g)
@@ -52,7 +61,7 @@ def _subject(net, shape, n, device):
 
 
 def _dense_hessian(subject) -> torch.Tensor:
-    """torch.func's Hessian of the mean cross-entropy on the CPU, float64 (brute force)."""
+    """The dense Hessian of the mean cross-entropy on the CPU, float64 (brute force)."""
     model = subject.net.to("cpu")
     try:
         names = [k for k, _ in model.named_parameters()]
@@ -69,7 +78,10 @@ def _dense_hessian(subject) -> torch.Tensor:
             z = functional_call(model, (params, buffers), (x,))
             return torch.nn.functional.cross_entropy(z, y)
 
-        return hessian(loss)(flat)
+        # reverse-over-reverse: torch.func.hessian (forward-over-reverse) is wrong through
+        # nn.LayerNorm's weight in torch 2.13 (an asymmetric "Hessian", off by 0.3 on the ViT
+        # below; its first-order jvp is right), so the ViT's truth would be wrong
+        return torch.autograd.functional.hessian(loss, flat)
     finally:
         model.to(subject.device)
 
@@ -121,6 +133,32 @@ def test_cnn_curvature_intervals_contain_the_dense_truth(device):
         assert est[name].kind in ("statistical", "certified", "exact"), est[name]
     g = _dense_ggn(subject)
     _contains(est["ggn.trace"], float(torch.trace(g)), rel=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_vit_curvature_and_jacobian_intervals_contain_the_dense_truth(device):
+    """The transformer path (attention, layer norm, GELU) with the same code: λ_max, λ_min,
+    tr H, tr H² and tr G intervals contain the dense values, and the input-Jacobian
+    mean ‖J‖_F² torch.autograd.functional.jacobian's."""
+    subject = _vit(device)
+    h = _dense_hessian(subject)
+    evals = torch.linalg.eigvalsh(h)
+    est = bc.measure(subject, ["hessian.lambda_max", "hessian.lambda_min", "hessian.trace",
+                               "hessian.fro2", "ggn.trace", "jacobian.fro2_mean"],
+                     budget=MATRIX_FREE, seed=0)
+    _contains(est["hessian.lambda_max"], float(evals[-1]))
+    _contains(est["hessian.lambda_min"], float(evals[0]))
+    _contains(est["hessian.trace"], float(torch.trace(h)))
+    _contains(est["hessian.fro2"], float((h * h).sum()))
+    _contains(est["ggn.trace"], float(torch.trace(_dense_ggn(subject))), rel=1e-10)
+    model = subject.net.to("cpu")
+    try:
+        x = torch.cat([b.x for b in subject.batches]).cpu()
+        fro2 = sum(float((torch.autograd.functional.jacobian(
+            lambda xi: model(xi[None])[0], xi) ** 2).sum()) for xi in x) / x.shape[0]
+    finally:
+        model.to(subject.device)
+    _contains(est["jacobian.fro2_mean"], fro2, rel=1e-10)
 
 
 @pytest.mark.parametrize("device", DEVICES)

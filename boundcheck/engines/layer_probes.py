@@ -112,12 +112,12 @@ class LayerProbes:
         s = self.subject
         graphs = []
         for b in s.batches:
-            inputs, zeros = [], []
+            seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {
+                id(m): [] for _, m in self.modules}
 
-            def hook(_module, args, output, inputs=inputs, zeros=zeros):
+            def hook(module, args, output, seen=seen):
                 z = torch.zeros_like(output, requires_grad=True)
-                inputs.append(args[0].detach())
-                zeros.append(z)
+                seen[id(module)].append((args[0].detach(), z))
                 return output + z
 
             handles = [m.register_forward_hook(hook) for _, m in self.modules]
@@ -126,8 +126,12 @@ class LayerProbes:
             finally:
                 for h in handles:
                     h.remove()
-            if len(zeros) != len(self.modules):
+            if any(len(calls) != 1 for calls in seen.values()):
                 raise ValueError("a probed module ran more or less than once per forward pass")
+            # in self.modules' order, not the order the forward pass called them (a ViT
+            # registers its patch embedding after the blocks it feeds)
+            inputs = [seen[id(m)][0][0] for _, m in self.modules]
+            zeros = [seen[id(m)][0][1] for _, m in self.modules]
             grads = torch.autograd.grad(loss, zeros, create_graph=True)
             graphs.append((inputs, zeros, grads))
         return graphs
