@@ -207,3 +207,26 @@ def test_streaming_on_cuda_measures_the_allocator():
     op = HessianOperator(gpu, memory_bytes=_budget_for(roomy, 4))
     v = torch.ones(gpu.num_params, dtype=torch.float64, device="cuda")
     assert _rel(op.matvec(v).cpu(), HessianOperator(s).matvec(v.cpu())) <= 1e-12
+
+
+def test_lanczos_steps_are_capped_by_the_memory_budget():
+    """Lanczos keeps 2 × steps × P float64 numbers: under Budget.memory_bytes it takes at most
+    the steps that fit (a wider interval that still covers), and refuses below 4 steps."""
+    from boundcheck.engines.memory import MemoryBudgetError
+    from boundcheck.quantities import Budget
+
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(400, 400, generator=g, dtype=torch.float64))
+    ev = torch.linspace(-1.0, 1.0, 400, dtype=torch.float64) ** 3
+    a = (q * ev) @ q.T
+    subject = bc.MatrixSubject(a.numpy())
+    budget = Budget(memory_bytes=2 * 8 * 400 * 12, max_dense_params=0, lanczos_rel_tol=1e-10)
+    est = bc.measure(subject, ["hessian.lambda_max"], budget=budget)["hessian.lambda_max"]
+    assert est.lower <= float(ev.max()) <= est.upper
+    assert est.details["steps"] <= 12 and est.details["max_steps"].startswith("12 per run")
+    free = bc.measure(subject, ["hessian.lambda_max"], budget=Budget(
+        max_dense_params=0, lanczos_rel_tol=1e-10))["hessian.lambda_max"]
+    assert "max_steps" not in free.details and free.details["steps"] > 12
+    with pytest.raises(MemoryBudgetError, match="at least 4 steps"):
+        bc.measure(subject, ["hessian.lambda_max"],
+                   budget=Budget(memory_bytes=2 * 8 * 400 * 3, max_dense_params=0))

@@ -91,6 +91,7 @@ from boundcheck.engines.finite_difference_trace import (
 )
 from boundcheck.engines.last_layer_trace import last_layer_trace, module_groups
 from boundcheck.engines.layer_probes import LayerProbes, probed_modules, samples_independent
+from boundcheck.engines.memory import MemoryBudgetError
 from boundcheck.engines.product_error import product_error
 from boundcheck.engines.sequential import subject_structure
 from boundcheck.engines.sequential_hessian import exact_trace
@@ -352,12 +353,33 @@ def _dense_extreme(d: DenseSpectrum, largest: bool) -> Estimate:
     return Estimate(-value, -hi, -lo, "exact", method, details=details)
 
 
+def lanczos_steps_in_memory(ctx: Context) -> int:
+    """``Budget.lanczos_max_iter``, or fewer when ``Budget.memory_bytes`` cannot hold that many
+    Krylov rows: Lanczos keeps every basis vector and its image, 2 × steps × P float64 numbers
+    (ResNet-18: 179 MB a step). Fewer steps give a wider interval, never a wrong one."""
+    b = ctx.budget
+    if b.memory_bytes is None:
+        return b.lanczos_max_iter
+    per_step = 2 * 8 * ctx.subject.num_params
+    fit = b.memory_bytes // per_step
+    if fit < 4:
+        raise MemoryBudgetError(
+            f"Lanczos needs at least 4 steps of 2 × {ctx.subject.num_params:,} float64 numbers "
+            f"({4 * per_step / 2**30:.2f} GiB); Budget.memory_bytes is "
+            f"{b.memory_bytes / 2**30:.2f} GiB")
+    return min(b.lanczos_max_iter, int(fit))
+
+
 def _lanczos_eigenvalue(ctx: Context, which: str, name: str) -> Estimate:
     b = ctx.budget
+    steps = lanczos_steps_in_memory(ctx)
     r = extreme_eigenvalue(hessian_operator_of(ctx), which, confidence=ctx.confidence,
-                           rel_tol=b.lanczos_rel_tol, max_steps=b.lanczos_max_iter,
+                           rel_tol=b.lanczos_rel_tol, max_steps=steps,
                            seed=stream_seed(ctx.seed, name))
     details = dict(r.details)
+    if steps < b.lanczos_max_iter:
+        details["max_steps"] = (f"{steps} per run: the Krylov rows Budget.memory_bytes holds "
+                                f"(Budget.lanczos_max_iter {b.lanczos_max_iter})")
     method = details.pop("method")
     if "products" in details:
         method = f"{method}; {details['products']}"
@@ -528,9 +550,8 @@ def top_eigenvalues(ctx: Context, k: int = 10, largest: bool = True) -> TopRitz:
             ev = d.eigenvalues.cpu().numpy() * d.scale
             picked = ev[::-1][:k] if largest else ev[:k]
             return TopRitz(picked.copy(), np.full(len(picked), d.eig_error * d.scale), None, 0)
-        b = ctx.budget
         return top_ritz_pairs(hessian_operator_of(ctx), k, largest=largest,
-                              max_steps=b.lanczos_max_iter,
+                              max_steps=lanczos_steps_in_memory(ctx),
                               seed=stream_seed(ctx.seed, "hessian.top_eigenvalues"))
 
     return ctx.artifact(f"hessian.top_eigenvalues:{k}:{largest}", build)

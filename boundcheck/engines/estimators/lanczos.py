@@ -93,16 +93,60 @@ from boundcheck.engines.product_error import product_error
 U = UNIT_ROUNDOFF["float64"]
 KW_CONSTANT = 1.648
 MAX_BLOCK = 4  # top Ritz vectors deflated at most
-INITIAL_ROWS = 16  # Krylov rows stored before the first doubling
+BLOCK_ROWS = 16  # Krylov rows per storage block (Rows)
+RITZ_CHUNK = 8  # Ritz vectors formed at once (memory: 2 × this many rows)
 CHECKPOINTS = tuple(sorted({int(round(4 * 2 ** (i / 2))) for i in range(30)}))
+
+
+class Rows:
+    """Vectors stored as rows in fixed blocks of :data:`BLOCK_ROWS`: appending never copies
+    what is stored (doubling a (k, P) array held old and new copies at once, 17 GB at
+    ResNet-18's P = 11·10⁶), and the products with all rows run block by block."""
+
+    def __init__(self, dim: int, dtype: torch.dtype, device: torch.device):
+        self.dim, self.dtype, self.device = dim, dtype, device
+        self.blocks: list[torch.Tensor] = []
+        self.count = 0
+
+    def append(self, v: torch.Tensor) -> None:
+        if self.count % BLOCK_ROWS == 0:
+            self.blocks.append(torch.empty(BLOCK_ROWS, self.dim, dtype=self.dtype,
+                                           device=self.device))
+        self.blocks[-1][self.count % BLOCK_ROWS] = v
+        self.count += 1
+
+    def views(self) -> list[torch.Tensor]:
+        return [b[:min(BLOCK_ROWS, self.count - i * BLOCK_ROWS)]
+                for i, b in enumerate(self.blocks)]
+
+    def coefficients(self, w: torch.Tensor) -> torch.Tensor:
+        """``R w`` (k,) for the rows R."""
+        return torch.cat([v @ w for v in self.views()])
+
+    def combine(self, c: torch.Tensor) -> torch.Tensor:
+        """``c R``: (k,) -> (P,) or (m, k) -> (m, P)."""
+        out = None
+        for i, v in enumerate(self.views()):
+            part = c[..., i * BLOCK_ROWS:i * BLOCK_ROWS + v.shape[0]] @ v
+            out = part if out is None else out + part
+        return out
+
+    def gram(self, other: Rows) -> torch.Tensor:
+        """``R Sᵀ`` (k, l) for the rows R of self and S of other."""
+        return torch.cat([torch.cat([a @ b.T for b in other.views()], dim=1)
+                          for a in self.views()])
+
+    def tensor(self) -> torch.Tensor:
+        """All rows as one (k, P) tensor (a copy)."""
+        return torch.cat(self.views())
 
 
 @dataclass
 class LanczosBasis:
-    """An orthonormal Krylov basis (rows of ``basis``) and the products ``A q_j`` (``images``)."""
+    """An orthonormal Krylov basis (``rows``) and the products ``A q_j`` (``image_rows``)."""
 
-    basis: torch.Tensor
-    images: torch.Tensor
+    rows: Rows
+    image_rows: Rows
     alphas: list[float]
     betas: list[float]
     invariant: bool  # the Krylov space is invariant (breakdown, or the whole space)
@@ -110,28 +154,52 @@ class LanczosBasis:
 
     @property
     def steps(self) -> int:
-        return self.basis.shape[0]
+        return self.rows.count
+
+    @property
+    def basis(self) -> torch.Tensor:
+        return self.rows.tensor()
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self.image_rows.tensor()
 
     def ritz(self) -> RitzPairs:
-        """Rayleigh–Ritz on the basis, with explicit residuals (ascending Ritz values)."""
-        t = self.basis @ self.images.T
+        """Rayleigh–Ritz on the basis, with explicit residuals (ascending Ritz values). The
+        Ritz vectors are formed :data:`RITZ_CHUNK` at a time (memory: that many rows twice)."""
+        t = self.rows.gram(self.image_rows)
         asymmetry = float(torch.linalg.matrix_norm(t - t.T))
         values, vectors = torch.linalg.eigh(0.5 * (t + t.T))
-        y = vectors.T @ self.basis
-        ay = vectors.T @ self.images
-        residuals = torch.linalg.vector_norm(ay - values[:, None] * y, dim=1)
+        pairs = RitzPairs(values, torch.empty(0), 0.0, vectors, self.rows, self.image_rows)
+        k = values.numel()
+        residuals = []
+        for start in range(0, k, RITZ_CHUNK):
+            y, ay = pairs.rows_of(torch.arange(start, min(k, start + RITZ_CHUNK)))
+            residuals.append(torch.linalg.vector_norm(ay - values[start:start + RITZ_CHUNK,
+                                                                  None] * y, dim=1))
+        pairs.residuals = torch.cat(residuals) if residuals else values.new_empty(0)
         scale = float(values.abs().max()) if values.numel() else 0.0
-        allowance = 2.0 * asymmetry + 8.0 * U * self.basis.shape[1] * scale
-        return RitzPairs(values, y, ay, residuals, allowance)
+        pairs.allowance = 2.0 * asymmetry + 8.0 * U * self.rows.dim * scale
+        return pairs
 
 
 @dataclass
 class RitzPairs:
     values: torch.Tensor  # ascending
-    vectors: torch.Tensor  # rows, unit norm
-    images: torch.Tensor  # rows A y
     residuals: torch.Tensor  # ‖A y − θ y‖
     allowance: float  # rounding allowance e
+    coefficients: torch.Tensor  # (k, k): column j expresses Ritz vector j in the basis
+    basis: Rows
+    images: Rows
+
+    def rows_of(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ritz vectors ``y_j`` (rows, unit norm) and their images ``A y_j`` for indices idx."""
+        c = self.coefficients[:, idx].T
+        return self.basis.combine(c), self.images.combine(c)
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        return self.rows_of(torch.arange(self.values.numel()))[0]
 
     def top_block(self, m: int) -> tuple[torch.Tensor, float]:
         """The top m Ritz vectors (rows) and an upper bound on the spectral norm of their
@@ -139,12 +207,13 @@ class RitzPairs:
         on CUDA for P in the millions (cusolver gesvdj) and costs O(m²P) memory traffic
         anyway. Rounding: |λ̃ − λ| ≤ γ_P ‖B‖_F² ≤ P·u·m·‖B‖_2², so ‖B‖_2 ≤ √λ̃ (1 + 4P·u·m)
         for P·u·m ≤ 1/4, i.e. any P below 10¹⁴ (the factor covers the square root too)."""
-        idx = slice(self.values.numel() - m, None)
-        block = self.images[idx] - self.values[idx, None] * self.vectors[idx]
+        idx = torch.arange(self.values.numel() - m, self.values.numel())
+        y, ay = self.rows_of(idx)
+        block = ay - self.values[idx, None] * y
         gram = (block @ block.T).cpu()
         top = max(float(torch.linalg.eigvalsh(0.5 * (gram + gram.T))[-1]), 0.0)
         margin = block.shape[1] * U * block.shape[0]
-        return self.vectors[idx], math.sqrt(top) * (1.0 + 4.0 * margin) + 2.0**-1000
+        return y, math.sqrt(top) * (1.0 + 4.0 * margin) + 2.0**-1000
 
 
 def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, max_steps: int,
@@ -159,43 +228,38 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
     dim = start.shape[0]
     free = dim - (0 if deflate is None else deflate.shape[0])
     max_steps = max(1, min(max_steps, free))
+    # storage grows with the steps taken, in blocks, not max_steps × dim up front: at
+    # P = 11·10⁶ (ResNet-18) 300 steps of basis and images would be 53 GB in float64
+    basis = Rows(dim, start.dtype, start.device)
+    images = Rows(dim, start.dtype, start.device)
 
-    def project(w: torch.Tensor, q: torch.Tensor | None) -> torch.Tensor:
+    def project(w: torch.Tensor) -> torch.Tensor:
+        """Classical Gram–Schmidt against D and the basis, twice ("twice is enough")."""
         for _ in range(2):
             if deflate is not None:
                 w = w - deflate.T @ (deflate @ w)
-            if q is not None:
-                w = w - q.T @ (q @ w)
+            if basis.count:
+                w = w - basis.combine(basis.coefficients(w))
         return w
 
-    q = project(start, None)
+    q = project(start)
     q = q / torch.linalg.vector_norm(q)
-    # storage grows with the steps taken (doubling), not max_steps × dim up front: at
-    # P = 11·10⁶ (ResNet-18) 300 steps of basis and images would be 53 GB in float64
-    capacity = min(max_steps, INITIAL_ROWS)
-    basis = torch.empty(capacity, dim, dtype=start.dtype, device=start.device)
-    images = torch.empty_like(basis)
     alphas: list[float] = []
     betas: list[float] = []
     largest_image = 0.0
     invariant = False
-    steps = 0
-    for j in range(max_steps):
-        if j == capacity:
-            capacity = min(max_steps, 2 * capacity)
-            basis = _grown(basis, capacity)
-            images = _grown(images, capacity)
-        basis[j] = q
+    for _ in range(max_steps):
+        basis.append(q)
         w = matvec(q)
         if deflate is not None:
             w = w - deflate.T @ (deflate @ w)
-        images[j] = w
+        images.append(w)
         largest_image = max(largest_image, float(torch.linalg.vector_norm(w)))
         alphas.append(float(q @ w))
-        w = project(w, basis[:j + 1])
+        w = project(w)
         beta = float(torch.linalg.vector_norm(w))
         betas.append(beta)
-        steps = j + 1
+        steps = basis.count
         if beta <= 64 * U * math.sqrt(dim) * max(largest_image, 1e-300) or steps == free:
             invariant = True
             break
@@ -203,16 +267,10 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
             break
         clock.report("Lanczos", steps)
         if steps >= 2 and clock.expired():
-            return LanczosBasis(basis[:steps].clone(), images[:steps].clone(), alphas, betas,
-                                False, timed_out=True)
+            return LanczosBasis(basis, images, alphas, betas, False, timed_out=True)
         q = w / beta
-    return LanczosBasis(basis[:steps].clone(), images[:steps].clone(), alphas, betas, invariant)
-
-
-def _grown(rows: torch.Tensor, capacity: int) -> torch.Tensor:
-    out = torch.empty(capacity, rows.shape[1], dtype=rows.dtype, device=rows.device)
-    out[:rows.shape[0]] = rows
-    return out
+        del w
+    return LanczosBasis(basis, images, alphas, betas, invariant)
 
 
 @dataclass(frozen=True)
@@ -422,6 +480,7 @@ def _extreme_eigenvalue(op, which: str = "largest", *, confidence: float = 0.99,
     needed_gap = (rho + e) ** 2 / max(tol - e, 1e-300)
     planned = planned_steps(dim - m, delta / 4.0, theta - needed_gap, float(top[m]),
                             float(ritz.values[0]), max_steps)
+    del run, ritz  # the first basis (2 × steps × P numbers) is not needed by the second run
     checks = {planned: delta / 2.0} if planned else {}
     later = [k for k in CHECKPOINTS if planned is None or k > planned]
     for i, k in enumerate(later, start=1):
@@ -539,7 +598,7 @@ def top_ritz_pairs(op, k: int, *, largest: bool = True, rel_tol: float = 1e-6,
     sign = 1.0 if largest else -1.0
     return TopRitz(sign * ritz.values[idx].cpu().numpy(),
                    (ritz.residuals[idx] + ritz.allowance + eps).cpu().numpy(),
-                   ritz.vectors[idx], run.steps)
+                   ritz.rows_of(idx)[0], run.steps)
 
 
 @dataclass(frozen=True)
