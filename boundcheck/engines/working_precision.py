@@ -23,6 +23,7 @@ import torch
 
 from boundcheck.core.subject import Batch, Subject
 from boundcheck.engines.curvature import hessian_operator
+from boundcheck.engines.estimators import clock
 from boundcheck.engines.product_error import ProductError
 
 CALIBRATION_VECTORS = 8
@@ -87,9 +88,18 @@ class WorkingPrecisionOperator:
                                dtype=torch.float64)
         v = torch.cat([rademacher, gaussian]).to(device=self.device, dtype=self.dtype)
         reference = self._float64 or hessian_operator(self.subject, self.memory_bytes)
-        exact = torch.stack([reference.matvec(row) for row in v])
+        what = f"calibrating {_name(self.working_dtype)} products against float64"
+        exact = []
+        for row in v:
+            exact.append(reference.matvec(row))
+            clock.report(what, len(exact))
+        exact = torch.stack(exact)
         del reference  # its gradient graphs can be large: kept only if asked for
-        worked = torch.stack([self.matvec(row) for row in v])
+        worked = []
+        for row in v:
+            worked.append(self.matvec(row))
+            clock.report(what, len(exact) + len(worked))
+        worked = torch.stack(worked)
         if not torch.isfinite(worked).all():
             raise FloatingPointError(
                 f"Hessian-vector products in {_name(self.working_dtype)} overflow or give NaN "
