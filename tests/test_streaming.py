@@ -230,3 +230,20 @@ def test_lanczos_steps_are_capped_by_the_memory_budget():
     with pytest.raises(MemoryBudgetError, match="at least 4 steps"):
         bc.measure(subject, ["hessian.lambda_max"],
                    budget=Budget(memory_bytes=2 * 8 * 400 * 3, max_dense_params=0))
+
+
+def test_lanczos_steps_default_to_half_the_device_memory(monkeypatch):
+    """Without Budget.memory_bytes the Krylov rows may take half the device's memory (the
+    ResNet-18 example's λ_min reached 20.8 GB of a 23 GB machine before this cap)."""
+    from boundcheck.quantities import Budget, hessian
+
+    assert hessian.device_memory_bytes(torch.device("cpu")) > 2**20
+    monkeypatch.setattr(hessian, "device_memory_bytes", lambda device: 2 * (2 * 8 * 400 * 10))
+    g = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(400, 400, generator=g, dtype=torch.float64))
+    ev = torch.linspace(-1.0, 1.0, 400, dtype=torch.float64) ** 3
+    est = bc.measure(bc.MatrixSubject(((q * ev) @ q.T).numpy()), ["hessian.lambda_max"],
+                     budget=Budget(max_dense_params=0, lanczos_rel_tol=1e-10)
+                     )["hessian.lambda_max"]
+    assert est.lower <= float(ev.max()) <= est.upper
+    assert est.details["steps"] <= 10 and est.details["max_steps"].startswith("10 per run")

@@ -57,6 +57,7 @@ spectrum is affordable.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -353,20 +354,36 @@ def _dense_extreme(d: DenseSpectrum, largest: bool) -> Estimate:
     return Estimate(-value, -hi, -lo, "exact", method, details=details)
 
 
+def device_memory_bytes(device: torch.device) -> int | None:
+    """Total memory of the device the products run on (None where it cannot be read)."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+
+
 def lanczos_steps_in_memory(ctx: Context) -> int:
-    """``Budget.lanczos_max_iter``, or fewer when ``Budget.memory_bytes`` cannot hold that many
-    Krylov rows: Lanczos keeps every basis vector and its image, 2 × steps × P float64 numbers
-    (ResNet-18: 179 MB a step). Fewer steps give a wider interval, never a wrong one."""
+    """``Budget.lanczos_max_iter``, or fewer when the memory cannot hold that many Krylov rows:
+    Lanczos keeps every basis vector and its image, 2 × steps × P float64 numbers (ResNet-18:
+    179 MB a step; λ_min's first run of ~100 steps took the example to 20.8 GB). The memory
+    is ``Budget.memory_bytes``, or else half the device's. Fewer steps give a wider interval,
+    never a wrong one."""
     b = ctx.budget
-    if b.memory_bytes is None:
-        return b.lanczos_max_iter
+    memory = b.memory_bytes
+    source = "Budget.memory_bytes"
+    if memory is None:
+        total = device_memory_bytes(getattr(ctx.subject, "device", torch.device("cpu")))
+        if total is None:
+            return b.lanczos_max_iter
+        memory, source = total // 2, "half the device's memory"
     per_step = 2 * 8 * ctx.subject.num_params
-    fit = b.memory_bytes // per_step
+    fit = memory // per_step
     if fit < 4:
         raise MemoryBudgetError(
             f"Lanczos needs at least 4 steps of 2 × {ctx.subject.num_params:,} float64 numbers "
-            f"({4 * per_step / 2**30:.2f} GiB); Budget.memory_bytes is "
-            f"{b.memory_bytes / 2**30:.2f} GiB")
+            f"({4 * per_step / 2**30:.2f} GiB); {source} is {memory / 2**30:.2f} GiB")
     return min(b.lanczos_max_iter, int(fit))
 
 
@@ -378,8 +395,9 @@ def _lanczos_eigenvalue(ctx: Context, which: str, name: str) -> Estimate:
                            seed=stream_seed(ctx.seed, name))
     details = dict(r.details)
     if steps < b.lanczos_max_iter:
-        details["max_steps"] = (f"{steps} per run: the Krylov rows Budget.memory_bytes holds "
-                                f"(Budget.lanczos_max_iter {b.lanczos_max_iter})")
+        details["max_steps"] = (f"{steps} per run: the Krylov rows the memory holds "
+                                f"(Budget.memory_bytes, else half the device's; "
+                                f"Budget.lanczos_max_iter {b.lanczos_max_iter})")
     method = details.pop("method")
     if "products" in details:
         method = f"{method}; {details['products']}"
