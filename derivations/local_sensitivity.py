@@ -79,7 +79,7 @@ LAYER_BINDING = MLS_LAYER_BINDING
 MLS = Theorem(
     id="compression.mls",
     title="T4 MLS bound: (1/n)Σ MLS(x_i) ≤ ‖W_1‖_2 √((1/n)Σ‖x_i‖⁻²) √(tr G / c)",
-    lhs=mls, rhs=MLS_RHS, symbols={**_SYMBOLS, trace_g: "ggn.trace", c: "loss.mse_scale"},
+    lhs=mls, rhs=MLS_RHS, symbols={c: "loss.mse_scale", **_SYMBOLS, trace_g: "ggn.trace"},
     source=SOURCE_CHEN, family="compression.mls",
     notes="MSE only (c from the loss). Derived: T3, Cauchy–Schwarz, ‖∇_{W_1} f‖_F ≤ ‖J_i‖_F.",
     assumptions=(G_OVER_ALL_PARAMETERS,), applies_to=input_only_through_first_layer)

@@ -59,7 +59,7 @@ NMLS = Theorem(
     id="compression.nmls",
     title="T5 NMLS bound: (1/n)Σ_iΣ_l MLS_l(x_i) ≤ √((1/n)Σ_iΣ_l ‖W_l‖²/‖h_{l−1}(x_i)‖²) "
           "√(tr G / c)",
-    lhs=nmls, rhs=NMLS_RHS, symbols={**_SYMBOLS, trace_g: "ggn.trace", c: "loss.mse_scale"},
+    lhs=nmls, rhs=NMLS_RHS, symbols={c: "loss.mse_scale", **_SYMBOLS, trace_g: "ggn.trace"},
     source=SOURCE_CHEN, family="compression.nmls",
     notes="Sums over the dense layers (weight-shared layers left out); MSE only.",
     assumptions=(G_OVER_ALL_PARAMETERS,), applies_to=has_dense_layer)

@@ -86,7 +86,7 @@ LVR = Theorem(
     id="compression.lvr",
     title="T6 LVR bound: (1/n)Σ log LVR(x_i) ≤ (r/2) log(‖W_1‖_2² (tr G/c) / (r GM‖x‖²))",
     lhs=log_lvr, rhs=LVR_RHS,
-    symbols={**_SYMBOLS, trace_g: "ggn.trace", c: "loss.mse_scale"},
+    symbols={c: "loss.mse_scale", **_SYMBOLS, trace_g: "ggn.trace"},
     source=SOURCE_CHEN, slack="difference", family="compression.lvr",
     notes="MSE only. −∞ on the left (rank-deficient J_x) holds trivially.",
     assumptions=(G_OVER_ALL_PARAMETERS,), applies_to=input_only_through_first_layer)

@@ -488,3 +488,19 @@ def test_experiment_runs_and_analyses(tmp_path):
                     assert (cells[0], cells[1], dialect) in explained, (line, explained)
     # resuming finds every job done
     assert experiment.main([str(config), "-o", str(out), "--workers", "1", "--resume"]) == 0
+
+
+def test_mse_only_forms_refuse_cross_entropy_before_measuring_tr_g():
+    """T4/T5/T6's tr G / c forms need an MSE loss: on cross-entropy they are NOT_APPLICABLE
+    from loss.mse_scale before tr G is measured (69 s of per-sample Jacobians on ResNet-18)."""
+    from boundcheck.quantities import Context
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    x = torch.randn(10, 4, dtype=torch.float64)
+    s = bc.Subject(net, (x, torch.arange(10) % 3), "cross_entropy")
+    ctx = Context(s)
+    res = bc.verify(s, ["compression.mls", "compression.nmls", "compression.lvr"], context=ctx)
+    for r in res.results:
+        assert r.verdict.name == "NOT_APPLICABLE" and "MSE" in r.reason, r.reason
+    assert "ggn.trace" not in ctx.estimates
