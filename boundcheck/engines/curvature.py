@@ -25,6 +25,7 @@ from torch.func import functional_call, jacrev, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from boundcheck.core.subject import MatrixSubject, Subject
+from boundcheck.engines.estimators import clock
 from boundcheck.engines.memory import (
     SampleCost,
     forward_cost,
@@ -291,6 +292,7 @@ class GaussNewton:
                     jv = self._jacobian_products(b.x[i:i + samples], v[r:r + rows])
                     out[r:r + rows] += torch.einsum("mnk,nkl,mnl->m", jv,
                                                     a[i:i + samples], jv)
+                    clock.report("Gauss–Newton forms vᵀGv", min(r + rows, m))
         return out / self.subject.n
 
     def _product_chunks(self, m: int) -> tuple[int, int]:

@@ -237,7 +237,11 @@ def apply_rows(op, v: torch.Tensor) -> torch.Tensor:
     """``A v`` for each row of v, batched where the operator prefers it."""
     if getattr(op, "batched_products", False):
         return op.matmat(v)
-    return torch.stack([op.matvec(row) for row in v])
+    out = []
+    for row in v:
+        out.append(op.matvec(row))
+        clock.report("Hessian-vector products", len(out))
+    return torch.stack(out)
 
 
 def _rounding(dim: int, v: torch.Tensor, av: torch.Tensor) -> torch.Tensor:
