@@ -103,6 +103,23 @@ def test_gauss_newton_products_in_chunks_equal_the_whole():
         assert _rel(g.quadratic_form(v), want) <= 1e-12
 
 
+def test_gauss_newton_chunks_default_to_a_quarter_of_the_device(monkeypatch):
+    """Without Budget.memory_bytes the vᵀGv tangents take at most a quarter of the device's
+    memory (30 pilot tangents × 64 images of ResNet-18 at once: 20.9 GB of a 23 GB machine)."""
+    from boundcheck.engines import curvature
+
+    s = _subject("cnn")
+    v = torch.randn(5, s.num_params, generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+    want = GaussNewton(s, memory_bytes=2**40).quadratic_form(v)
+    per = 2 * GaussNewton(s)._activation_bytes()
+    monkeypatch.setattr(curvature, "device_memory_bytes", lambda device: int(4 * 2 * 3 * per))
+    g = GaussNewton(s)
+    rows, samples = g._product_chunks(5)
+    assert rows * samples * per <= 2 * 3 * per and samples < N
+    assert _rel(g.quadratic_form(v), want) <= 1e-12
+
+
 def _count_forwards(net: nn.Module) -> list[int]:
     calls = [0]
     net.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))

@@ -25,6 +25,7 @@ before anything large is allocated, never an out-of-memory crash halfway.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -176,3 +177,13 @@ def micro_batches(batches, size: int) -> Iterator[tuple[torch.Tensor, torch.Tens
     for b in batches:
         for start in range(0, b.n, size):
             yield b.x[start:start + size], b.y[start:start + size]
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """Total memory of the device the products run on (None where it cannot be read)."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None

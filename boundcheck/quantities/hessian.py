@@ -57,7 +57,6 @@ spectrum is affordable.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -92,7 +91,7 @@ from boundcheck.engines.finite_difference_trace import (
 )
 from boundcheck.engines.last_layer_trace import last_layer_trace, module_groups
 from boundcheck.engines.layer_probes import LayerProbes, probed_modules, samples_independent
-from boundcheck.engines.memory import MemoryBudgetError
+from boundcheck.engines.memory import MemoryBudgetError, device_memory_bytes
 from boundcheck.engines.product_error import product_error
 from boundcheck.engines.sequential import subject_structure
 from boundcheck.engines.sequential_hessian import exact_trace
@@ -352,16 +351,6 @@ def _dense_extreme(d: DenseSpectrum, largest: bool) -> Estimate:
     if largest:
         return Estimate(value, lo, hi, "exact", method, details=details)
     return Estimate(-value, -hi, -lo, "exact", method, details=details)
-
-
-def device_memory_bytes(device: torch.device) -> int | None:
-    """Total memory of the device the products run on (None where it cannot be read)."""
-    try:
-        if device.type == "cuda":
-            return int(torch.cuda.get_device_properties(device).total_memory)
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError, RuntimeError):
-        return None
 
 
 def lanczos_steps_in_memory(ctx: Context) -> int:
