@@ -356,7 +356,7 @@ def _dense_extreme(d: DenseSpectrum, largest: bool) -> Estimate:
 def lanczos_steps_in_memory(ctx: Context) -> int:
     """``Budget.lanczos_max_iter``, or fewer when the memory cannot hold that many Krylov rows:
     Lanczos keeps every basis vector and its image, 2 × steps × P float64 numbers (ResNet-18:
-    179 MB a step; λ_min's first run of ~100 steps took the example to 20.8 GB). The memory
+    179 MB a step, 300 steps would be 54 GB). The memory
     is ``Budget.memory_bytes``, or else half the device's. Fewer steps give a wider interval,
     never a wrong one."""
     b = ctx.budget
