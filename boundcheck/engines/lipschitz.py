@@ -317,16 +317,6 @@ def quotients(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return num / torch.linalg.vector_norm((a - b).flatten(1), dim=1)
 
 
-def quotient_rounding(net: nn.Module, a: torch.Tensor, b: torch.Tensor, rel: float
-                      ) -> torch.Tensor:
-    """Allowance on a computed quotient: ``rel · (‖f(a)‖ + ‖f(b)‖) / ‖a − b‖``, with ``rel``
-    the network's relative rounding floor (8u(P + D + K), as for Jacobians)."""
-    with torch.no_grad():
-        fa = torch.linalg.vector_norm(_outputs(net, a).flatten(1), dim=1)
-        fb = torch.linalg.vector_norm(_outputs(net, b).flatten(1), dim=1)
-    return rel * (fa + fb) / torch.linalg.vector_norm((a - b).flatten(1), dim=1)
-
-
 @dataclass(frozen=True)
 class QuotientSearch:
     value: float  # best computed quotient
@@ -389,7 +379,8 @@ def search_quotient(net: nn.Module, x: torch.Tensor, rel: float, top: int = 8,
 def _pair_quotients(a: torch.Tensor, b: torch.Tensor, fa: torch.Tensor, fb: torch.Tensor,
                     rel: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pairs (a_i, b_i) with outputs (fa_i, fb_i): the pairs with a ≠ b, their quotients and
-    the quotients less :func:`quotient_rounding`'s allowance (from the same outputs)."""
+    the quotients less a rounding allowance ``rel · (‖f(a)‖ + ‖f(b)‖) / ‖a − b‖``, with
+    ``rel`` the network's relative rounding floor (8u(P + D + K), as for Jacobians)."""
     gap = torch.linalg.vector_norm((a - b).flatten(1), dim=1)
     keep = gap > 0
     a, b, fa, fb, gap = a[keep], b[keep], fa[keep], fb[keep], gap[keep]
