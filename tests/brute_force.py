@@ -227,3 +227,49 @@ def truth(thm, ref: Ref) -> str:
     if l_lo > r_hi + TOL * scale:
         return "FALSE"
     return "TIGHT"
+
+
+def dense_loss_hessian(subject) -> torch.Tensor:
+    """The dense Hessian of a cross-entropy Subject's mean loss over all its parameters, on the
+    CPU (reverse over reverse; any architecture)."""
+    model = subject.net.to("cpu")
+    try:
+        names = [k for k, _ in model.named_parameters()]
+        shapes = [p.shape for p in model.parameters()]
+        sizes = [p.numel() for p in model.parameters()]
+        flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        buffers = dict(model.named_buffers())
+        x = torch.cat([b.x for b in subject.batches]).cpu()
+        y = torch.cat([b.y for b in subject.batches]).cpu()
+
+        def loss(theta):
+            parts = torch.split(theta, sizes)
+            params = {k: v.reshape(s) for k, v, s in zip(names, parts, shapes, strict=True)}
+            z = functional_call(model, (params, buffers), (x,))
+            return torch.nn.functional.cross_entropy(z, y)
+
+        # reverse-over-reverse: torch.func.hessian (forward-over-reverse) is wrong through
+        # nn.LayerNorm's weight in torch 2.13 (an asymmetric "Hessian", off by 0.3 on the ViT
+        # below; its first-order jvp is right), so the ViT's truth would be wrong
+        return torch.autograd.functional.hessian(loss, flat)
+    finally:
+        model.to(subject.device)
+
+
+def dense_gauss_newton(subject) -> torch.Tensor:
+    """G = (1/n) Σ_i J_iᵀ A_i J_i of a cross-entropy Subject from torch.func's per-sample
+    parameter Jacobians (CPU; any architecture)."""
+    model = subject.net.to("cpu")
+    try:
+        params = {k: p.detach() for k, p in model.named_parameters()}
+        buffers = dict(model.named_buffers())
+        x = torch.cat([b.x for b in subject.batches]).cpu()
+        jac = torch.func.jacrev(lambda p: functional_call(model, (p, buffers), (x,)))(params)
+        j = torch.cat([v.reshape(x.shape[0], subject.output_dim, -1) for v in jac.values()],
+                      dim=2)  # (n, K, P)
+        with torch.no_grad():
+            prob = torch.softmax(model(x), dim=1)
+        a = torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]
+        return torch.einsum("nkp,nkl,nlq->pq", j, a, j) / x.shape[0]
+    finally:
+        model.to(subject.device)

@@ -186,3 +186,24 @@ def test_nan_in_a_batchnorm_buffer_is_refused():
     net[1].running_var[2] = float("nan")
     with pytest.raises(bc.InvalidSubjectError, match="buffer '1.running_var' has 1 NaN/inf"):
         bc.Subject(net, (x, y))
+
+
+def test_a_parameter_the_forward_never_uses_is_named_and_freezing_it_works():
+    """A layer built but never called has zero Hessian rows that would count in P and broke
+    the products' second backward pass; it is named, and the fix the message gives works."""
+
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.spare = mlp([3, 4, 3], seed=0), nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.body(x)
+
+    net = Unused()
+    with pytest.raises(bc.InvalidSubjectError, match=r"spare\.weight, spare\.bias do not"):
+        bc.Subject(net, data())
+    net.spare.requires_grad_(False)
+    s = bc.Subject(net, data(), trainable_only=True)
+    assert s.num_params == sum(p.numel() for p in net.body.parameters())
+    assert bc.measure(s, ["hessian.trace"])["hessian.trace"].kind == "exact"

@@ -15,7 +15,7 @@ import math
 
 import pytest
 import torch
-from torch.func import functional_call
+from brute_force import dense_gauss_newton, dense_loss_hessian
 
 import boundcheck as bc
 from boundcheck.harness.zoo import build_model
@@ -60,50 +60,6 @@ def _subject(net, shape, n, device):
     return bc.Subject(net, (x, y), "cross_entropy", device=device, eval_mode=True)
 
 
-def _dense_hessian(subject) -> torch.Tensor:
-    """The dense Hessian of the mean cross-entropy on the CPU, float64 (brute force)."""
-    model = subject.net.to("cpu")
-    try:
-        names = [k for k, _ in model.named_parameters()]
-        shapes = [p.shape for p in model.parameters()]
-        sizes = [p.numel() for p in model.parameters()]
-        flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-        buffers = dict(model.named_buffers())
-        x = torch.cat([b.x for b in subject.batches]).cpu()
-        y = torch.cat([b.y for b in subject.batches]).cpu()
-
-        def loss(theta):
-            parts = torch.split(theta, sizes)
-            params = {k: v.reshape(s) for k, v, s in zip(names, parts, shapes, strict=True)}
-            z = functional_call(model, (params, buffers), (x,))
-            return torch.nn.functional.cross_entropy(z, y)
-
-        # reverse-over-reverse: torch.func.hessian (forward-over-reverse) is wrong through
-        # nn.LayerNorm's weight in torch 2.13 (an asymmetric "Hessian", off by 0.3 on the ViT
-        # below; its first-order jvp is right), so the ViT's truth would be wrong
-        return torch.autograd.functional.hessian(loss, flat)
-    finally:
-        model.to(subject.device)
-
-
-def _dense_ggn(subject) -> torch.Tensor:
-    """G = (1/n) Σ_i J_iᵀ A_i J_i from torch.func's per-sample parameter Jacobians (CPU)."""
-    model = subject.net.to("cpu")
-    try:
-        params = {k: p.detach() for k, p in model.named_parameters()}
-        buffers = dict(model.named_buffers())
-        x = torch.cat([b.x for b in subject.batches]).cpu()
-        jac = torch.func.jacrev(lambda p: functional_call(model, (p, buffers), (x,)))(params)
-        j = torch.cat([v.reshape(x.shape[0], subject.output_dim, -1) for v in jac.values()],
-                      dim=2)  # (n, K, P)
-        with torch.no_grad():
-            prob = torch.softmax(model(x), dim=1)
-        a = torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]
-        return torch.einsum("nkp,nkl,nlq->pq", j, a, j) / x.shape[0]
-    finally:
-        model.to(subject.device)
-
-
 def _contains(est, truth, rel=1e-9):
     slack = rel * max(1.0, abs(truth))
     assert est.lower - slack <= truth <= est.upper + slack, (est, truth)
@@ -121,7 +77,7 @@ def test_cnn_curvature_intervals_contain_the_dense_truth(device):
     """λ_max, λ_min (Lanczos), tr H, tr H² (Hutchinson) and tr G (per-sample Jacobians) on
     the device, against eigvalsh / traces of torch.func's dense Hessian and a dense G."""
     subject = _cnn(device)
-    h = _dense_hessian(subject)
+    h = dense_loss_hessian(subject)
     evals = torch.linalg.eigvalsh(h)
     est = bc.measure(subject, ["hessian.lambda_max", "hessian.lambda_min", "hessian.trace",
                                "hessian.fro2", "ggn.trace"], budget=MATRIX_FREE, seed=0)
@@ -131,7 +87,7 @@ def test_cnn_curvature_intervals_contain_the_dense_truth(device):
     _contains(est["hessian.fro2"], float((h * h).sum()))
     for name in ("hessian.lambda_max", "hessian.lambda_min", "hessian.trace", "hessian.fro2"):
         assert est[name].kind in ("statistical", "certified", "exact"), est[name]
-    g = _dense_ggn(subject)
+    g = dense_gauss_newton(subject)
     _contains(est["ggn.trace"], float(torch.trace(g)), rel=1e-10)
 
 
@@ -141,7 +97,7 @@ def test_vit_curvature_and_jacobian_intervals_contain_the_dense_truth(device):
     tr H, tr H² and tr G intervals contain the dense values, and the input-Jacobian
     mean ‖J‖_F² torch.autograd.functional.jacobian's."""
     subject = _vit(device)
-    h = _dense_hessian(subject)
+    h = dense_loss_hessian(subject)
     evals = torch.linalg.eigvalsh(h)
     est = bc.measure(subject, ["hessian.lambda_max", "hessian.lambda_min", "hessian.trace",
                                "hessian.fro2", "ggn.trace", "jacobian.fro2_mean"],
@@ -150,7 +106,7 @@ def test_vit_curvature_and_jacobian_intervals_contain_the_dense_truth(device):
     _contains(est["hessian.lambda_min"], float(evals[0]))
     _contains(est["hessian.trace"], float(torch.trace(h)))
     _contains(est["hessian.fro2"], float((h * h).sum()))
-    _contains(est["ggn.trace"], float(torch.trace(_dense_ggn(subject))), rel=1e-10)
+    _contains(est["ggn.trace"], float(torch.trace(dense_gauss_newton(subject))), rel=1e-10)
     model = subject.net.to("cpu")
     try:
         x = torch.cat([b.x for b in subject.batches]).cpu()
@@ -186,7 +142,7 @@ def test_cnn_trace_moment_bound_t12(device):
     """T12 (k = 3, 4) from the dense route on the device: its moments equal the dense truth's,
     and the verdict is the one the CPU reaches."""
     subject = _cnn(device)
-    h = _dense_hessian(subject)
+    h = dense_loss_hessian(subject)
     evals = torch.linalg.eigvalsh(h)
     dense = Budget(max_dense_params=1000, max_refinements=0)
     est = bc.measure(subject, ["hessian.moment_1", "hessian.moment_2", "hessian.moment_3",

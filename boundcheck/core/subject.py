@@ -127,6 +127,7 @@ class Subject:
         if self.num_params == 0:
             raise InvalidSubjectError("the model has no trainable parameters"
                                       if self.trainable_only else "the model has no parameters")
+        self._check_parameters_used()
         self.frozen = [k for k, p in self.model.named_parameters() if not p.requires_grad]
         if self.frozen:
             self.notes.append(
@@ -270,6 +271,22 @@ class Subject:
             raise InvalidSubjectError(f"the model must output (batch, K); got shape "
                                       f"{tuple(out.shape)}")
         return out
+
+    def _check_parameters_used(self) -> None:
+        """Every measured tensor must reach the output: one that does not (a layer built but
+        never called) has zero Hessian rows that would still count in P, and the products'
+        second backward pass cannot run through it."""
+        with torch.enable_grad():
+            out = self.net(self.batches[0].x[:2])
+        grads = (torch.autograd.grad(out.sum(), self.params, allow_unused=True)
+                 if out.requires_grad else [None] * len(self.params))
+        unused = [k for k, g in zip(self.param_names, grads, strict=True) if g is None]
+        if unused:
+            raise InvalidSubjectError(
+                f"parameter(s) {', '.join(unused)} do not influence the model's output (never "
+                "used in its forward pass): their Hessian rows would be zero yet count in P. "
+                "Remove them, or freeze them (requires_grad_(False)) and pass "
+                "trainable_only=True")
 
     def _check_targets(self) -> None:
         k = self.output_dim

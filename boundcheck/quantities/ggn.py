@@ -3,7 +3,9 @@
 * ``ggn.trace``: ``tr G = (1/n) Σ_i tr(J_i J_iᵀ A_i)``, exact, from per-sample Jacobians
   (:class:`boundcheck.engines.curvature.GaussNewton`; K reverse passes per batch, vectorised over
   samples) and the loss's own output Hessians ``A_i``.
-* ``residual.trace``: ``tr R = tr H − tr G``; exact from the dense Hessian when affordable,
+* ``residual.trace``: ``tr R = tr H − tr G``; exactly 0 when the network is piecewise linear
+  in each parameter tensor (:mod:`boundcheck.engines.residual_free`: every diagonal block of
+  R vanishes); else exact from the dense Hessian when affordable,
   otherwise Hutchinson on ``vᵀHv − vᵀGv`` with a calibrated interval
   (:mod:`boundcheck.engines.estimators.trace`).
 
@@ -33,7 +35,7 @@ from boundcheck.quantities.registry import (
     distributed,
     quantity,
 )
-from boundcheck.quantities.routes import dense_allowed
+from boundcheck.quantities.routes import dense_allowed, residual_free_of
 from boundcheck.quantities.time_budget import MIN_TRACE_PRODUCTS, require_time_for
 
 U = UNIT_ROUNDOFF["float64"]
@@ -88,6 +90,10 @@ def _ggn_trace(ctx: Context) -> Estimate:
 @quantity("residual.trace", "tr R = tr H − tr G", r"\operatorname{tr} R",
           data_parallel=True)
 def _residual_trace(ctx: Context) -> Estimate:
+    free = residual_free_of(ctx)
+    if free is not None and free.all_free:
+        return Estimate.exact(0.0, 0.0, "structural zero: every diagonal block of R vanishes",
+                              route="exact-structured", route_reason=free.reason())
     g = gauss_newton(ctx)
     if dense_allowed(ctx):  # (Budget.route "interval": tr H may be an estimate, not exact)
         h = ctx.get("hessian.trace")

@@ -25,7 +25,12 @@ Matrix-free (:mod:`boundcheck.engines.estimators`), all statistical at ``ctx.con
 * ``hessian.trace``: for sequential MLPs under "auto", exact at any size by the
   pre-activation Hessian recursion (:func:`boundcheck.engines.sequential_hessian.exact_trace`, with
   its rounding bound; also within the dense budget, where it is cheaper and tighter than the
-  dense diagonal); other networks above the dense budget: ``Budget.trace_method``
+  dense diagonal); for networks piecewise linear in each parameter tensor (ReLU CNNs,
+  ResNets with eval-mode batch norm; read from the autograd graph by
+  :mod:`boundcheck.engines.residual_free`) every diagonal block of R vanishes, so
+  ``tr H = tr G``, exact from per-sample Jacobians when K is small enough for that to be the
+  cheaper route (:func:`boundcheck.quantities.routes.trace_is_ggn`); other networks above the
+  dense budget: ``Budget.trace_method``
   "hutchinson", "hutchpp", "control_variate" (``tr G`` exact + Hutchinson on ``tr R``),
   "block" (:mod:`boundcheck.engines.estimators.block_trace`: the last linear layer's block
   trace exact, per-sample probes of every other Linear/Conv block, one probe per remaining
@@ -111,7 +116,7 @@ from boundcheck.quantities.registry import (
     distributed,
     quantity,
 )
-from boundcheck.quantities.routes import choose, dense_allowed, refusal
+from boundcheck.quantities.routes import choose, dense_allowed, refusal, trace_is_ggn
 from boundcheck.quantities.time_budget import MIN_TRACE_PRODUCTS, require_time_for
 
 U = UNIT_ROUNDOFF["float64"]
@@ -184,6 +189,12 @@ def _trace(ctx: Context) -> Estimate:
         value, error = shard_sum(ctx, t.value, t.abs_error)
         return Estimate.exact(value, error + ETA, "exact trace by pre-activation "
                               "Hessian recursion (sequential MLP)")
+    why = trace_is_ggn(ctx) if ctx.budget.trace_method == "auto" else None
+    if why is not None:
+        t = ctx.get("ggn.trace")
+        return Estimate.exact(t.value, t.half_width + ETA, "exact tr G (tr R = 0: the network "
+                              "is piecewise linear in each parameter tensor)",
+                              route="exact-structured", route_reason=why)
     if not dense_affordable(ctx):
         return matrix_free_trace(ctx)
     d = dense_spectrum(ctx)

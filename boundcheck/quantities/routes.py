@@ -60,8 +60,9 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from boundcheck.core.estimate import Estimate
-from boundcheck.core.subject import MatrixSubject
+from boundcheck.core.subject import MatrixSubject, Subject
 from boundcheck.engines.estimators.lanczos import planned_steps
+from boundcheck.engines.residual_free import ResidualFree, residual_free
 from boundcheck.engines.sequential import subject_structure
 from boundcheck.quantities.frobenius import pair_form_plan
 from boundcheck.quantities.registry import Context
@@ -214,12 +215,46 @@ def matrix_free_seconds(ctx: Context, name: str) -> tuple[float, str]:
     return products * product_seconds(ctx), f"Hutchinson ({products:,} products)"
 
 
+# --- tr H = tr G where R has no diagonal block -----------------------------------------------
+# the exact tr G costs about K reverse passes over the data (per-sample Jacobians,
+# quantities/ggn.py), a matrix-free trace interval at least MIN_TRACE_PRODUCTS products (each
+# at least one reverse pass): with K at most this many outputs the exact route is the cheaper
+GGN_TRACE_MAX_OUTPUTS = 80
+
+
+def residual_free_of(ctx: Context) -> ResidualFree | None:
+    """Which measured tensors' Hessian blocks have no residual part
+    (:mod:`boundcheck.engines.residual_free`), read once per context; None for a bare
+    matrix."""
+    if not isinstance(ctx.subject, Subject):
+        return None
+    s = ctx.subject
+    return ctx.artifact("residual_free", lambda: residual_free(
+        s.net, s.params, s.param_names, [b.x for b in s.batches]))
+
+
+def trace_is_ggn(ctx: Context) -> str | None:
+    """Why ``tr H`` is taken as the exact ``tr G`` here (``tr R = 0`` structurally and the
+    exact ``tr G`` is the cheaper route), or None."""
+    free = residual_free_of(ctx)
+    if free is None or not free.all_free:
+        return None
+    k = ctx.subject.output_dim
+    if (k > GGN_TRACE_MAX_OUTPUTS and ctx.budget.route != "exact"
+            and ctx.cached("ggn.trace") is None and "ggn.trace" not in ctx.planned):
+        return None
+    return (f"{free.reason()}; tr G exact from per-sample Jacobians (K = {k} reverse passes "
+            f"per sample)")
+
+
 # --- quantities that take the dense spectrum whenever it is allowed -------------------------
 def _trace_uses_dense(ctx: Context) -> bool:
     """``hessian.trace`` (and what is computed from it) reads the dense diagonal unless the
-    layer recursion or finite differences give it (quantities/hessian.py ``_trace``)."""
+    layer recursion, tr G (:func:`trace_is_ggn`) or finite differences give it
+    (quantities/hessian.py ``_trace``)."""
     method = ctx.budget.trace_method
-    return method != "finite_difference" and not (method == "auto" and _sequential(ctx))
+    return method != "finite_difference" and not (
+        method == "auto" and (_sequential(ctx) or trace_is_ggn(ctx) is not None))
 
 
 DENSE_USERS: dict[str, Callable[[Context], bool]] = {
