@@ -257,12 +257,15 @@ def main() -> None:
     parser.add_argument("--dense-max", type=int, default=6200)
     parser.add_argument("--widths", type=int, nargs="*", default=None)
     parser.add_argument("--no-cnn", action="store_true")
+    parser.add_argument("--cnn-only", action="store_true", help="the CNN rows alone")
     parser.add_argument("--readme", action="store_true", help="write benchmarks/README.md")
     parser.add_argument("--note", default="", help="a sentence about the run")
     args = parser.parse_args()
     if args.time_limit is None:
         args.time_limit = 10.0 if args.quick else 40.0
     widths = args.widths or ([32, 64] if args.quick else [32, 64, 128, 256])
+    if args.cnn_only:
+        widths = []
     states = (False,) if args.quick else (False, True)
     torch.set_num_threads(1)
     try:

@@ -95,13 +95,14 @@ def residual_free(net: torch.nn.Module, params: list[torch.Tensor], names: list[
     (module docstring)."""
     index = {id(p): k for k, p in enumerate(params)}
     spoiled: dict[int, str] = {}
-    for x in inputs:
-        for start in range(0, x.shape[0], CHUNK):
-            with torch.enable_grad():
-                z = net(x[start:start + CHUNK])
-            if z.grad_fn is not None:
-                _visit(z.grad_fn, index, spoiled)
-            del z
+    for chunk in (x[i:i + CHUNK] for x in inputs for i in range(0, x.shape[0], CHUNK)):
+        if len(spoiled) == len(params):  # nothing left to prove free
+            break
+        with torch.enable_grad():
+            z = net(chunk)
+        if z.grad_fn is not None:
+            _visit(z.grad_fn, index, spoiled)
+        del z
     return ResidualFree(tuple(n for k, n in enumerate(names) if k not in spoiled),
                         {names[k]: spoiled[k] for k in sorted(spoiled)})
 
