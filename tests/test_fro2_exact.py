@@ -133,3 +133,22 @@ def test_second_moment_and_variance_exact_beyond_the_dense_budget():
         e = est[name]
         assert e.kind == "exact" and e.lower <= truth <= e.upper, (name, e, truth)
         assert e.half_width <= 1e-8 * truth
+
+
+def test_spread_does_not_estimate_fro2_only_to_discard_it():
+    """Where ‖H‖_F² has no exact route (a ReLU MLP: no pair form; no dense Hessian), s² takes
+    the centred estimate at once: an estimated ‖H‖_F² would be thrown away (it cost 702 of
+    the 990 s of s² on ResNet-18). The interval still contains the dense truth."""
+    from boundcheck.quantities.registry import Context
+    s = subject(mlp([20, 40, 40, 3], "tanh", relu=True), 12)  # P = 2,603: probes < P
+    ctx = Context(s, budget=Budget(max_dense_params=0, trace_rel_half_width=0.1))
+    est = ctx.get("hessian.eigenvalue_variance")
+    assert "hessian.fro2" not in ctx.estimates and est.kind == "statistical", est
+    h = bc.measure(s, ["hessian.eigenvalue_variance"], budget=Budget(route="exact"))
+    truth = h["hessian.eigenvalue_variance"]
+    assert truth.kind == "exact" and est.lower <= truth.value <= est.upper
+    # a cached ‖H‖_F² is still used when it is exact (the pair form of a smooth net)
+    t = subject(mlp([3, 5, 4, 3], "tanh"), 12)
+    ctx = Context(t, budget=NO_DENSE)
+    assert ctx.get("hessian.eigenvalue_variance").kind == "exact"
+    assert ctx.estimates["hessian.fro2"].kind == "exact"
