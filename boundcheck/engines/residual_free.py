@@ -55,8 +55,9 @@ PIECEWISE_LINEAR = frozenset({
 FACTORS = {
     "Mul": (0, 1), "Mm": (0, 1), "Bmm": (0, 1), "Mv": (0, 1), "Dot": (0, 1),
     "Addmm": (1, 2), "Addmv": (1, 2), "Baddbmm": (1, 2), "Addbmm": (1, 2), "Addcmul": (1, 2),
-    "Convolution": (0, 1), "PreluKernel": (0, 1),
+    "Convolution": (0, 1), "Linear": (0, 1), "PreluKernel": (0, 1),
     "NativeBatchNorm": (0, 1), "CudnnBatchNorm": (0, 1), "MiopenBatchNorm": (0, 1),
+    "NativeBatchNormLegitNoTraining": (0, 1),  # running statistics by construction
 }
 BATCH_NORMS = frozenset({"NativeBatchNorm", "CudnnBatchNorm", "MiopenBatchNorm"})
 
