@@ -56,3 +56,19 @@ def test_linear_cross_entropy_at_tiny_curvature():
                         budget=bc.Budget(route=route))
         for r in res.results:
             assert r.verdict != bc.Verdict.VIOLATED, (route, r.theorem_id, r.reason)
+
+
+def test_matrix_free_squares_never_claim_zero_where_they_underflow():
+    """At ~1e-191 curvature ‖Hv‖² underflows to 0 in every probe; the matrix-free ‖H‖_F² and s²
+    must still hold the truth (~1e-380, which float64 cannot even hold), not read [0, 0]: a
+    zero spread made the λ_min bound VIOLATED on a true instance."""
+    net = torch.nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[80.0, -30.0, 20.0], [-80.0, 30.0, -20.0]]))
+    x = torch.tensor([[3.0, 1.0, 0.5], [2.5, -0.2, 1.0]], dtype=torch.float32)
+    subject = bc.Subject(net, (x, torch.tensor([0, 0])), "cross_entropy")
+    est = bc.measure(subject, ["hessian.fro2", "hessian.eigenvalue_variance", "hessian.trace"],
+                     budget=bc.Budget(route="interval"))
+    assert est["hessian.trace"].lower > 0  # the curvature is there
+    for name in ("hessian.fro2", "hessian.eigenvalue_variance"):
+        assert est[name].upper > 0, (name, est[name])

@@ -91,24 +91,11 @@ def exact_second_moment(ctx: Context) -> Estimate | None:
                     details=dict(f.details))
 
 
-def fro2_exact_route(ctx: Context) -> bool:
-    """Whether ``hessian.fro2`` takes an exact route here (a cached dense spectrum, the dense
-    Hessian, or the pair form), decided without measuring anything (quantities/hessian.py
-    ``_fro2``)."""
-    from boundcheck.quantities.routes import dense_allowed  # routes imports this module
-
-    return (ctx.cached("hessian.dense_spectrum") is not None or dense_allowed(ctx)
-            or not isinstance(pair_form_plan(ctx), str))
-
-
 def exact_variance(ctx: Context) -> Estimate | None:
     """s² = ‖H‖_F²/P − m² by interval arithmetic when ‖H‖_F² and tr H are both exact (None
     otherwise). m² is taken over the whole interval of m; the rounding of the two terms is
     covered by a relative 4u each. The cancellation is harmless unless s² ≪ m², and then
-    only widens the interval. ‖H‖_F² is measured here only when it will be exact: an estimate
-    would be thrown away for the centred one (on ResNet-18 that was 702 of the 990 s of s²)."""
-    if "hessian.fro2" not in ctx.estimates and not fro2_exact_route(ctx):
-        return None
+    only widens the interval."""
     f = ctx.get("hessian.fro2")
     if f.kind != "exact":
         return None

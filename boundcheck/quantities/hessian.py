@@ -116,7 +116,13 @@ from boundcheck.quantities.registry import (
     distributed,
     quantity,
 )
-from boundcheck.quantities.routes import choose, dense_allowed, refusal, trace_is_ggn
+from boundcheck.quantities.routes import (
+    choose,
+    dense_allowed,
+    fro2_exact_route,
+    refusal,
+    trace_is_ggn,
+)
 from boundcheck.quantities.time_budget import MIN_TRACE_PRODUCTS, require_time_for
 
 U = UNIT_ROUNDOFF["float64"]
@@ -256,7 +262,8 @@ def _centred_norm(d: DenseSpectrum) -> tuple[float, float]:
 def _variance(ctx: Context) -> Estimate:
     route = choose(ctx, "hessian.eigenvalue_variance")
     if not route.dense:
-        exact = exact_variance(ctx)  # from an exact ‖H‖_F² and tr H (frobenius.py)
+        # from an exact ‖H‖_F² and tr H (frobenius.py), if ‖H‖_F² will be exact
+        exact = exact_variance(ctx) if fro2_exact_route(ctx) else None
         return exact if exact is not None else route.stamp(matrix_free_variance(ctx),
                                                            "centred Hutchinson")
     d = dense_spectrum(ctx)
@@ -549,8 +556,11 @@ def matrix_free_variance(ctx: Context) -> Estimate:
                           seed=stream_seed(ctx.seed, "hessian.eigenvalue_variance"))
     far = max((mean.lower - c) ** 2, (mean.upper - c) ** 2)
     value = y.value / p
-    lower = max(0.0, (y.lower / p - far) * (1 - 4 * U))
-    upper = y.upper / p * (1 + 4 * U)
+    # + absolute floors: at tiny curvature the P squared entries of (H − cI)v underflow
+    # (≤ one subnormal spacing each), so every sample, and the interval, may read 0 where the
+    # truth is ~1e-380 (a VIOLATED λ_min bound at 1e-191 curvature, tests/test_tiny_scale.py)
+    lower = max(0.0, (y.lower / p - far) * (1 - 4 * U) - 8 * ETA)
+    upper = (y.upper + 2 * p * ETA) / p * (1 + 4 * U) + 8 * ETA
     kind, conf = combine_kind([mean, y])
     return Estimate(min(max(value, lower), upper), lower, upper, kind,
                     "tr((H − cI)²)/P − (m − c)², c = estimate of m; interval arithmetic", conf,

@@ -399,6 +399,9 @@ def residual_trace(op, quadratic_form: Callable[[torch.Tensor], torch.Tensor],
                     est.kind, method, est.confidence, est.details)
 
 
+SUBNORMAL = 2.0**-1074  # smallest positive float64
+
+
 def squared_frobenius(op, shift: float = 0.0, *, confidence: float = 0.99,
                       rel_half_width: float = 0.01, abs_half_width: float = 0.0,
                       max_probes: int = 2000, seed: int = 0) -> Estimate:
@@ -414,7 +417,10 @@ def squared_frobenius(op, shift: float = 0.0, *, confidence: float = 0.99,
         norm_w = torch.sqrt(sq)
         model = product_error(op)
         products = 0.0 if model is None else model.squared_norm_allowance(v, w).to(sq.device)
-        return sq, 8.0 * U * op.dim * sq + 2.0 * norm_w * err_w + err_w**2 + products
+        # + underflow: each of the dim squares may flush to 0 (one subnormal spacing, and the
+        # same again for err_w²), so at ~1e-191 curvature a sample reads 0 for ~1e-382
+        underflow = 4.0 * op.dim * SUBNORMAL
+        return sq, 8.0 * U * op.dim * sq + 2.0 * norm_w * err_w + err_w**2 + products + underflow
 
     def draw_block(m: int):
         v = rademacher(m, op.dim, gen, op.dtype, op.device)
