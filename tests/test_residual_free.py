@@ -187,6 +187,10 @@ def test_many_outputs_leave_the_trace_to_the_estimators_unless_tr_g_is_wanted():
     s = _subject(PiecewiseLinearNet(outputs=k).double(), outputs=k)
     est = bc.measure(s, ["hessian.trace"])
     assert est["hessian.trace"].details.get("route") != "exact-structured"
-    both = bc.measure(s, ["ggn.trace", "hessian.trace"])
+    both = bc.measure(s, ["ggn.trace", "hessian.trace"])  # tr G planned
     assert both["hessian.trace"].details["route"] == "exact-structured"
     assert both["hessian.trace"].value == both["ggn.trace"].value
+    from boundcheck.quantities.registry import Context
+    ctx = Context(s)  # tr G already measured (not planned): free to reuse
+    ctx.get("ggn.trace")
+    assert ctx.get("hessian.trace").details.get("route") == "exact-structured"

@@ -241,7 +241,7 @@ def trace_is_ggn(ctx: Context) -> str | None:
         return None
     k = ctx.subject.output_dim
     if (k > GGN_TRACE_MAX_OUTPUTS and ctx.budget.route != "exact"
-            and ctx.cached("ggn.trace") is None and "ggn.trace" not in ctx.planned):
+            and "ggn.trace" not in ctx.estimates and "ggn.trace" not in ctx.planned):
         return None
     return (f"{free.reason()}; tr G exact from per-sample Jacobians (K = {k} reverse passes "
             f"per sample)")
